@@ -1,0 +1,390 @@
+"""The one image I/O layer: PNG / JPEG / TIFF / GeoTIFF <-> :class:`Raster`.
+
+Value conventions (everything else in the project relies on them):
+
+* ``Raster.data`` is float32 ``(C, H, W)`` in *physical* units: 8-bit files / 255, 16-bit PNG / 65535,
+  integer TIFF / 10000 (Sentinel-2 L1C/L2A store ``DN = 10000 * reflectance``), float files as stored.
+* Models see *display* values in [0, 1]: ``to_display(raster) = clip(data * gain, 0, 1)``. ``gain`` is 1 for
+  ordinary pictures and :data:`REFLECTANCE_GAIN` for reflectance, a fixed, scene-wide true-colour stretch,
+  so tiles of one scene share it and :func:`write_image` can invert it exactly.
+* Pixels that are nodata, NaN or inf are ``False`` in ``Raster.valid`` and 0 in ``data``: never NaN downstream.
+
+Writes go to a temporary name in the target folder and are renamed at the end, so a failure never leaves a
+partial file behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+
+#: Sentinel-2 band order of Sen2_MTC files and the 4-band default: R, G, B, NIR = B4, B3, B2, B8.
+SENTINEL2_RGBN = ("B04", "B03", "B02", "B08")
+#: Display gain applied to reflectance (a common Sentinel-2 true-colour stretch: 0.33 reflectance -> white).
+REFLECTANCE_GAIN = 3.0
+#: Largest image accepted, in pixels (larger files are refused as possible decompression bombs).
+MAX_PIXELS = 30_000 * 30_000
+#: Smallest side a method accepts.
+MIN_SIDE = 16
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_TIFF_EXTS = (".tif", ".tiff")
+_BAND_ALIASES = {
+    "B04": ("b4", "b04", "red", "r"), "B03": ("b3", "b03", "green", "g"),
+    "B02": ("b2", "b02", "blue", "b"), "B08": ("b8", "b08", "nir", "nir1"),
+}
+
+
+@dataclass
+class Raster:
+    """An image read from disk. ``data`` (C,H,W) float32 in physical units (see module doc)."""
+
+    data: np.ndarray
+    valid: np.ndarray                      # (H, W) bool
+    bands: tuple[str, ...]                 # names of the channels in ``data``
+    scale: float = 255.0                   # file value = data * scale
+    gain: float = 1.0                      # display = clip(data * gain, 0, 1)
+    dtype: str = "uint8"                   # dtype of the file
+    profile: dict[str, Any] | None = None  # rasterio profile (crs, transform, nodata) of a GeoTIFF
+    path: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape[1], self.data.shape[2]
+
+    @property
+    def is_geo(self) -> bool:
+        return bool(self.profile and self.profile.get("crs") is not None)
+
+
+def to_display(raster: Raster) -> np.ndarray:
+    """Model-ready float32 (C,H,W) in [0,1]; invalid pixels are 0."""
+    out = np.clip(raster.data * raster.gain, 0.0, 1.0).astype(np.float32)
+    out[:, ~raster.valid] = 0.0
+    return out
+
+
+def stretch(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """Percentile display stretch of (C,H,W) or (H,W) data to [0,1], for looking at raw reflectance."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.zeros_like(image, dtype=np.float32)
+    lo, hi = np.percentile(finite, [low, high])
+    return np.clip((np.nan_to_num(image) - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None = None) -> Raster:
+    """Read an image file into a :class:`Raster`; raises :class:`InputError` with one line on any problem.
+
+    ``bands``: 1-based indexes or names (``"B04,B03,B02"``, ``[4, 3, 2]``). Default: files with 1-4 bands
+    are read as gray / RGB / RGB+NIR; files with more bands need ``bands`` unless their band descriptions
+    name R, G and B.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file")
+    ext = p.suffix.lower()
+    if ext not in IMAGE_EXTS:
+        raise InputError(f"{p}: unsupported file type '{ext}' (use {', '.join(IMAGE_EXTS)})")
+    head = p.open("rb").read(8)
+    is_tiff = head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    try:
+        raster = _read_tiff(p, bands) if is_tiff else _read_pil(p, bands)
+    except InputError:
+        raise
+    except Exception as exc:  # any decoder failure becomes one line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{p}: not a readable image ({msg})") from None
+    h, w = raster.shape
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"{p}: image is {w}x{h}; each side must be at least {MIN_SIDE} px")
+    if not raster.valid.any():
+        raise InputError(f"{p}: every pixel is nodata/NaN; nothing to process")
+    return raster
+
+
+def _parse_bands(bands: Sequence[int | str] | str | None) -> list[int | str] | None:
+    if bands is None:
+        return None
+    items = bands.split(",") if isinstance(bands, str) else list(bands)
+    out: list[int | str] = []
+    for b in items:
+        b = b.strip() if isinstance(b, str) else b
+        if isinstance(b, str) and b.isdigit():
+            b = int(b)
+        if isinstance(b, int) and b < 1:
+            raise InputError(f"band index {b}: bands are 1-based")
+        out.append(b)
+    if not out:
+        raise InputError("--bands is empty")
+    return out
+
+
+def _resolve_bands(count: int, descriptions: Sequence[str | None], bands, path: Path) -> tuple[list[int], list[str]]:
+    """0-based band indexes to read, and their names."""
+    desc = [(d or "").strip() for d in descriptions]
+    wanted = _parse_bands(bands)
+    if wanted is None:
+        if count in (1, 2):
+            return [0], ["gray"]
+        if count in (3, 4):
+            return list(range(count)), list(SENTINEL2_RGBN[:count])
+        # more bands: only if the descriptions name R, G, B
+        found = []
+        for name in SENTINEL2_RGBN[:3]:
+            idx = _find_band(name, desc)
+            if idx is None:
+                raise InputError(
+                    f"{path.name}: {count} bands and no band descriptions naming R,G,B; "
+                    f"choose them with --bands (e.g. --bands 4,3,2 for Sentinel-2)")
+            found.append(idx)
+        return found, list(SENTINEL2_RGBN[:3])
+    idxs, names = [], []
+    for b in wanted:
+        if isinstance(b, int):
+            if b > count:
+                raise InputError(f"{path.name}: band {b} requested but the file has {count} band(s)")
+            idxs.append(b - 1)
+            names.append(desc[b - 1] or f"band{b}")
+        else:
+            idx = _find_band(b, desc)
+            if idx is None:
+                raise InputError(f"{path.name}: no band named '{b}' (descriptions: {desc})")
+            idxs.append(idx)
+            names.append(b.upper())
+    return idxs, names
+
+
+def _find_band(name: str, desc: Sequence[str]) -> int | None:
+    key = name.upper()
+    aliases = set(_BAND_ALIASES.get(key, ())) | {name.lower()}
+    for k, al in _BAND_ALIASES.items():
+        if name.lower() in al:
+            aliases |= set(al) | {k.lower()}
+    for i, d in enumerate(desc):
+        if d.lower() in aliases:
+            return i
+    return None
+
+
+def _read_pil(p: Path, bands) -> Raster:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(p)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise InputError(f"{p}: {w}x{h} is larger than the limit of {MAX_PIXELS} pixels")
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{p}: image too large (possible decompression bomb; limit {MAX_PIXELS} px)") from None
+    notes = []
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)[None] / 65535.0
+        scale, dtype, names = 65535.0, "uint16", ["gray"]
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)[None]
+        scale, dtype, names = 1.0, "float32", ["gray"]
+    else:
+        if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+            notes.append("alpha channel ignored")
+        if mode in ("L", "LA", "1"):
+            img = img.convert("L")
+            arr = np.asarray(img, dtype=np.float32)[None] / 255.0
+            names = ["gray"]
+        else:
+            img = img.convert("RGB")
+            arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+            names = list(SENTINEL2_RGBN[:3])
+        scale, dtype = 255.0, "uint8"
+    if bands is not None:
+        idxs, names = _resolve_bands(arr.shape[0], [None] * arr.shape[0], bands, p)
+        arr = arr[idxs]
+    valid = np.ones(arr.shape[1:], dtype=bool)
+    return Raster(np.ascontiguousarray(arr), valid, tuple(names), scale, 1.0, dtype, None, str(p), notes)
+
+
+def _tiff_scale(dtype: str) -> tuple[float, float]:
+    """(scale, gain) for a TIFF of this dtype: uint8 pictures, integer reflectance x10000, float as stored."""
+    if dtype == "uint8":
+        return 255.0, 1.0
+    if dtype.startswith(("uint", "int")):
+        return 10000.0, REFLECTANCE_GAIN
+    return 1.0, REFLECTANCE_GAIN
+
+
+def tiff_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Size, band count, dtype, CRS, transform and nodata of a TIFF, without reading its pixels."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return {"width": src.width, "height": src.height, "count": src.count, "dtype": src.dtypes[0],
+                "crs": src.crs, "transform": src.transform, "nodata": src.nodata,
+                "descriptions": src.descriptions, "profile": dict(src.profile)}
+
+
+def _read_tiff(p: Path, bands, window=None) -> Raster:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        src = rasterio.open(p)
+    except RasterioIOError as exc:
+        raise InputError(f"{p}: not a readable TIFF ({str(exc).splitlines()[0]})") from None
+    with src:
+        if src.width * src.height > MAX_PIXELS:
+            raise InputError(f"{p}: {src.width}x{src.height} is larger than the limit of {MAX_PIXELS} pixels")
+        idxs, names = _resolve_bands(src.count, src.descriptions, bands, p)
+        raw = src.read([i + 1 for i in idxs], window=window, masked=False)
+        dtype = src.dtypes[0]
+        nodata = src.nodata
+        profile = dict(src.profile)
+        profile["band_names"] = names
+    valid = np.ones(raw.shape[1:], dtype=bool)
+    data = raw.astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~np.any(raw == nodata, axis=0)
+    finite = np.isfinite(data)
+    valid &= finite.all(axis=0)
+    data = np.where(finite, data, 0.0)
+    scale, gain = _tiff_scale(dtype)
+    data /= scale
+    data[:, ~valid] = 0.0
+    notes = ["single band shown as gray"] if names == ["gray"] else []
+    return Raster(data.astype(np.float32), valid, tuple(names), scale, gain, dtype, profile, str(p), notes)
+
+
+def read_window(path: str | os.PathLike, window, bands=None) -> Raster:
+    """Read one rasterio ``Window`` of a TIFF (for tiled whole-scene processing)."""
+    return _read_tiff(Path(path), bands, window=window)
+
+
+def to_rgb(raster: Raster) -> Raster:
+    """The same raster with exactly 3 channels: gray is repeated, extra bands (NIR) dropped."""
+    c = raster.data.shape[0]
+    if c == 3:
+        return raster
+    if c == 1:
+        return replace(raster, data=np.repeat(raster.data, 3, axis=0), bands=("gray",) * 3)
+    if c > 3:
+        return replace(raster, data=raster.data[:3], bands=raster.bands[:3])
+    raise InputError(f"{raster.path}: {c} channels cannot be shown as RGB")
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def _atomic_target(path: Path) -> Path:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise ConfigError(f"{path}: output folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{path}: output folder '{parent}' is not writable")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Validate an output path before any work is done (extension, folder exists and is writable)."""
+    p = Path(path)
+    if p.suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise ConfigError(f"{p}: unsupported output type '{p.suffix}' (use .png, .tif or .tiff)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{p}: output folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{p}: output folder '{parent}' is not writable")
+    return p
+
+
+def quantize(image: np.ndarray) -> np.ndarray:
+    """(C,H,W) float [0,1] -> (H,W,C) uint8, the values every PNG output and every metric uses."""
+    return np.round(np.clip(np.nan_to_num(image), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, like: Raster | None = None,
+                valid: np.ndarray | None = None) -> Path:
+    """Write a display-space (C,H,W) [0,1] image.
+
+    ``.png``: 8-bit (gray or RGB). ``.tif``: when ``like`` is a GeoTIFF, its CRS, transform, nodata and dtype
+    scale are kept (reflectance is restored by inverting the display gain); otherwise an 8-bit TIFF.
+    """
+    p = check_output_path(path)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    tmp = _atomic_target(p)
+    try:
+        if p.suffix.lower() == ".png":
+            from PIL import Image
+
+            q = quantize(image)
+            Image.fromarray(q[..., 0] if q.shape[-1] == 1 else q).save(tmp, format="PNG")
+        else:
+            _write_tiff(tmp, image, like, valid)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
+def geotiff_profile(like: Raster | None, count: int, height: int, width: int) -> dict[str, Any]:
+    """A tiled, compressed GeoTIFF profile that keeps ``like``'s georeferencing, nodata and dtype."""
+    profile: dict[str, Any] = {"driver": "GTiff", "count": count, "height": height, "width": width,
+                               "dtype": "uint8", "compress": "deflate"}
+    if height >= 256 and width >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    if like is not None and like.profile is not None:
+        for k in ("crs", "transform", "nodata"):
+            if like.profile.get(k) is not None:
+                profile[k] = like.profile[k]
+        profile["dtype"] = like.dtype
+    return profile
+
+
+def encode(image: np.ndarray, like: Raster | None, dtype: str, nodata=None, valid=None) -> np.ndarray:
+    """Display [0,1] -> file values of ``dtype`` (inverse of reading ``like``)."""
+    scale, gain = (like.scale, like.gain) if like is not None else (255.0, 1.0)
+    vals = image / gain * scale
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        vals = np.clip(np.round(vals), info.min, info.max)
+    vals = vals.astype(dtype)
+    if valid is not None and nodata is not None:
+        vals[:, ~valid] = nodata
+    return vals
+
+
+def _write_tiff(tmp: Path, image: np.ndarray, like: Raster | None, valid) -> None:
+    import rasterio
+
+    c, h, w = image.shape
+    profile = geotiff_profile(like, c, h, w)
+    if like is not None and like.profile is None:  # an ordinary picture: 8-bit TIFF
+        profile["dtype"] = "uint8"
+    if valid is None and like is not None and like.valid.shape == (h, w):
+        valid = like.valid
+    vals = encode(image, like if like is not None and like.profile is not None else None,
+                  profile["dtype"], profile.get("nodata"), valid)
+    names = list(like.bands[:c]) if like is not None and len(like.bands) >= c else [f"band{i+1}" for i in range(c)]
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(vals)
+        for i, n in enumerate(names, 1):
+            dst.set_band_description(i, n)

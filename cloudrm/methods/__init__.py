@@ -1,0 +1,44 @@
+"""The method registry: name -> class. ``load_method`` caches loaded models (thread-safe)."""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from ..errors import ConfigError
+from .base import Method, Result, as_dates
+from .classic import Identity, Median
+
+METHODS = ("identity", "median", "pixel-cr", "idf-cr", "diffcr")
+_cache: dict[tuple, Method] = {}
+_lock = threading.Lock()
+
+
+def method_class(name: str) -> type[Method]:
+    if name == "identity":
+        return Identity
+    if name == "median":
+        return Median
+    if name == "pixel-cr":
+        from .pixelcr import PixelCRMethod
+        return PixelCRMethod
+    if name == "diffcr":
+        from .diffcr import DiffCR
+        return DiffCR
+    if name == "idf-cr":
+        from .idfcr import IDFCR
+        return IDFCR
+    raise ConfigError(f"unknown method '{name}' (use {', '.join(METHODS)})")
+
+
+def load_method(name: str, weights: str | None = None, device: str | torch.device | None = None) -> Method:
+    """A ready-to-call method; the same (name, weights, device) returns the same cached object."""
+    cls = method_class(name)
+    key = (name, weights, str(device))
+    with _lock:
+        if key not in _cache:
+            _cache[key] = cls(weights, device) if name not in ("identity", "median") else cls(None, device)
+        return _cache[key]
+
+
+__all__ = ["METHODS", "Method", "Result", "as_dates", "load_method", "method_class"]

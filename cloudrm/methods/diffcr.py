@@ -1,0 +1,73 @@
+"""DiffCR: conditional diffusion that predicts x0, sampled with DPM-Solver++ (default), DDIM or DDPM.
+
+    cond = unet.encode_condition(dates)                        # once per image (the decoupled encoder)
+    x_T ~ N(0, I)
+    for t in scheduler.timesteps:                             # sampling.sample, shared with IDF-CR
+        x0_hat = unet(x_t, alpha_bar_t, cond)                  # noise level = alpha_bar, as in training
+        x_{t-1} = scheduler.step(x0_hat, t, x_t)               # prediction_type = "sample"
+
+``steps=1`` is the paper's "1 step" row: the network's x0 from pure noise at the highest noise level.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import sampling, weights
+from ..models.blocks import pad_to_multiple
+from ..models.diffcr_unet import DiffCRUNet
+from .base import Method, ProgressFn
+
+#: the training schedule (DiffCR paper): sigmoid alpha_bar, 2000 steps
+TRAIN_STEPS = 2000
+
+
+def train_alphas_cumprod() -> np.ndarray:
+    return sampling.sigmoid_alphas_cumprod(TRAIN_STEPS)
+
+
+@torch.no_grad()
+def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmpp", steps: int = 20,
+                  generator: torch.Generator, progress: ProgressFn | None = None) -> torch.Tensor:
+    """dates (B, N, C, H, W) in [0,1] -> x0 (B, C, H, W) in [0,1]. Any H, W (padded, cropped back)."""
+    sampling.check_sampler(sampler, steps)
+    device = next(unet.parameters()).device
+    b, n, c, h, w = dates.shape
+    dp, _ = pad_to_multiple(dates.flatten(0, 1).to(device) * 2 - 1, unet.multiple)
+    cond = unet.encode_condition(dp.unflatten(0, (b, n)))
+    ac = torch.as_tensor(train_alphas_cumprod(), device=device)
+    noise = sampling.randn((b, c) + dp.shape[-2:], generator, device)
+
+    def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(x_t, sampling.noise_level(ac, t).expand(b), cond).clamp(-1, 1)
+
+    if steps == 1:  # one network evaluation at the highest noise level
+        x0 = model_fn(noise, torch.tensor(TRAIN_STEPS - 1))
+        if progress:
+            progress(1, 1)
+    else:
+        sched = sampling.make_scheduler(sampler, prediction_type="sample",
+                                        trained_betas=sampling.betas_from_alphas_cumprod(ac.cpu().numpy()))
+        x0 = sampling.sample(model_fn, sched, noise, steps=steps, generator=generator, progress=progress)
+    return ((x0[..., :h, :w].clamp(-1, 1) + 1) / 2).float().cpu()
+
+
+class DiffCR(Method):
+    name = "diffcr"
+    stochastic = True
+    default_sampler = "dpmpp"
+    default_steps = 20
+
+    def __init__(self, weights_spec: str | None = None, device=None):
+        super().__init__(weights_spec, device)
+        folder, self.weights_id = weights.resolve("diffcr", weights_spec)
+        self.meta = weights.check_method(folder, "diffcr")
+        self.unet = weights.load_model(DiffCRUNet, folder, "unet").to(self.device)
+        self.bands = tuple(self.meta.get("bands", ("B04", "B03", "B02")))
+
+    def run(self, dates, *, generator, progress, sampler, steps, **opts):
+        x = dates[None].to(self.device)
+        if self.unet.config.in_channels == 3:
+            x = x[:, :, :3]
+        out = diffcr_sample(self.unet, x, sampler=sampler, steps=steps, generator=generator, progress=progress)
+        return out[0].numpy(), {}

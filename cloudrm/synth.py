@@ -1,0 +1,163 @@
+"""Synthetic clouds over clear images: thin haze, thick clouds, cloud shadows and multi-date stacks.
+
+Real multi-date Sentinel-2 training data is not available, so DiffCR learns from clear images with clouds
+drawn here; their realism decides how well it transfers to real scenes. What the real Sen2_MTC scenes show,
+and what this generator imitates:
+
+* thick cumulus: opaque, saturated near-white cores (clipped in true colour), soft fractal edges, a slight
+  blue-grey shading inside; coverage from a few % to a whole tile, independently per date;
+* thin cloud / haze and cirrus: spatially varying transmission, often streaky (anisotropic), with a
+  bluish-white airlight, so the ground shows through with lower contrast;
+* shadows: the cloud mask shifted by the sun direction (one offset per date), blurred, darkening the ground
+  by 30-75 % with a slight blue cast; they fall where there is no cloud;
+* between dates: small gain/offset changes (phenology, illumination) of the clear ground.
+
+Everything is seeded (``numpy.random.Generator``) and returns the cloudy images plus masks in [0, 1].
+Images are (C, H, W) float32 in display space [0, 1] (see :mod:`cloudrm.io`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, shift as nd_shift
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Probabilities and ranges of the generator (defaults tuned by eye on Sen2_MTC figure scenes)."""
+
+    p_thick: float = 0.8        # a date gets thick clouds
+    p_haze: float = 0.55        # a date gets thin haze / cirrus
+    p_shadow: float = 0.75      # thick clouds cast a shadow
+    coverage: tuple[float, float] = (0.05, 0.95)
+    haze_strength: tuple[float, float] = (0.25, 0.95)
+    shadow_darkness: tuple[float, float] = (0.45, 0.85)
+    max_shadow_offset: float = 0.15   # of the image side
+    date_gain: float = 0.06           # +- relative change of the clear ground between dates
+
+
+def fractal_noise(rng: np.random.Generator, h: int, w: int, beta: float = 2.2,
+                  anisotropy: float = 1.0, angle: float = 0.0) -> np.ndarray:
+    """Power-law (1/f^beta) noise, zero mean, unit std. ``anisotropy`` > 1 stretches it into streaks."""
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    c, s = np.cos(angle), np.sin(angle)
+    u = fx * c + fy * s
+    v = (-fx * s + fy * c) * anisotropy
+    f = np.sqrt(u * u + v * v)
+    f[0, 0] = 1.0
+    amp = f ** (-beta / 2)
+    amp[0, 0] = 0.0
+    phase = rng.standard_normal((h, w // 2 + 1)) + 1j * rng.standard_normal((h, w // 2 + 1))
+    n = np.fft.irfft2(amp * phase, s=(h, w))
+    n -= n.mean()
+    return (n / (n.std() + 1e-8)).astype(np.float32)
+
+
+def _threshold_for_coverage(noise: np.ndarray, coverage: float) -> float:
+    return float(np.quantile(noise, 1.0 - coverage))
+
+
+def thick_cloud_alpha(rng: np.random.Generator, h: int, w: int, coverage: float) -> np.ndarray:
+    """Opacity of thick clouds: opaque cores, soft fractal edges."""
+    # billowy cumulus: a smooth large-scale field plus a little fine detail on the edges
+    n = fractal_noise(rng, h, w, beta=rng.uniform(3.4, 4.4)) + 0.15 * fractal_noise(rng, h, w, beta=2.0)
+    thr = _threshold_for_coverage(n, coverage)
+    softness = rng.uniform(0.25, 0.9)
+    a = np.clip((n - thr) / softness, 0.0, 1.0)
+    # smooth the ramp (smoothstep) and let the cores saturate
+    a = a * a * (3 - 2 * a)
+    return a.astype(np.float32)
+
+
+def haze_transmission(rng: np.random.Generator, h: int, w: int, strength: float) -> np.ndarray:
+    """1 - haze density: 1 = clear, lower = more veiled. Half the time streaky, like cirrus."""
+    streaky = rng.random() < 0.5
+    n = fractal_noise(rng, h, w, beta=rng.uniform(2.5, 3.5),
+                      anisotropy=rng.uniform(3, 8) if streaky else 1.0, angle=rng.uniform(0, np.pi))
+    d = np.clip(0.5 + 0.35 * n, 0, 1) * strength
+    return (1.0 - d).astype(np.float32)
+
+
+def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = CloudConfig(),
+               coverage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud one (C,H,W) image in [0,1]. Returns (cloudy, mask) with mask (H,W) in [0,1]: how much each pixel
+    is degraded (cloud opacity, haze density or shadow darkening, whichever is largest)."""
+    c, h, w = clear.shape
+    out = clear.astype(np.float32).copy()
+    mask = np.zeros((h, w), np.float32)
+    if rng.random() < cfg.p_haze:
+        t = haze_transmission(rng, h, w, rng.uniform(*cfg.haze_strength))
+        air = np.clip(rng.uniform(0.78, 0.95) + rng.normal(0, 0.02, size=3) + np.array([-0.02, 0.0, 0.03]), 0, 1)
+        air = air[:c] if c <= 3 else np.concatenate([air, np.full(c - 3, air.mean())])
+        out = out * t + air[:, None, None].astype(np.float32) * (1 - t)
+        mask = np.maximum(mask, 1 - t)
+    if rng.random() < cfg.p_thick:
+        cov = coverage if coverage is not None else rng.uniform(*cfg.coverage)
+        a = thick_cloud_alpha(rng, h, w, cov)
+        if rng.random() < cfg.p_shadow:
+            dy, dx = rng.uniform(-1, 1, size=2) * cfg.max_shadow_offset * np.array([h, w])
+            sh = nd_shift(a, (dy, dx), order=1, mode="constant", cval=0.0)
+            sh = gaussian_filter(sh, sigma=rng.uniform(1.0, 4.0))
+            dark = rng.uniform(*cfg.shadow_darkness)
+            tint = np.array([1.0, 1.0, 1.08])[:c] if c <= 3 else np.ones(c)
+            shade = 1 - dark * sh * (1 - a)                       # no shadow under the cloud itself
+            out = out * shade[None] * np.where(sh[None] > 0.05, tint[:, None, None], 1.0).astype(np.float32)
+            mask = np.maximum(mask, dark * sh * (1 - a))
+        # cloud body: near-white, slightly blue-grey shaded, brighter towards the core
+        shading = np.clip(0.88 + 0.08 * fractal_noise(rng, h, w, beta=3.0) + 0.22 * a, 0.65, 1.15)
+        body = np.stack([shading * k for k in (0.97, 0.99, 1.02)] + [shading] * max(c - 3, 0))[:c]
+        out = out * (1 - a[None]) + np.clip(body, 0, 1) * a[None]
+        mask = np.maximum(mask, a)
+    return np.clip(out, 0, 1).astype(np.float32), np.clip(mask, 0, 1)
+
+
+def jitter_radiometry(clear: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Small per-channel gain/offset change of the clear ground between dates."""
+    c = clear.shape[0]
+    gain = 1 + rng.uniform(-amount, amount) + rng.normal(0, amount / 3, size=c)
+    offset = rng.normal(0, amount / 4, size=c)
+    return np.clip(clear * gain[:, None, None] + offset[:, None, None], 0, 1).astype(np.float32)
+
+
+def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
+                   cfg: CloudConfig = CloudConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """``n_dates`` cloudy acquisitions of one clear image: (N,C,H,W) images and (N,H,W) masks.
+
+    Each date gets its own clouds and a small radiometric change; the target stays ``clear``. At least one
+    date always has clouds so no date is a free copy of the target.
+    """
+    dates, masks = [], []
+    for i in range(n_dates):
+        ground = jitter_radiometry(clear, rng, cfg.date_gain) if n_dates > 1 else clear
+        cloudy, m = add_clouds(ground, rng, cfg)
+        if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
+            cloudy, m = add_clouds(ground, rng, cfg, coverage=rng.uniform(0.2, 0.7))
+        dates.append(cloudy)
+        masks.append(m)
+    return np.stack(dates), np.stack(masks)
+
+
+def demo_scene(seed: int, size: int = 256, channels: int = 3) -> np.ndarray:
+    """A clear, landscape-like image made from noise (fields, a river, roads), for built-in samples."""
+    rng = np.random.default_rng(seed)
+    h = w = size
+    base = fractal_noise(rng, h, w, beta=3.0)
+    fields = np.floor((fractal_noise(rng, h, w, beta=3.5) + 3) * 2.5) / 15.0
+    palette = np.array([[0.22, 0.30, 0.16], [0.40, 0.38, 0.28], [0.30, 0.42, 0.20], [0.50, 0.45, 0.35]])
+    idx = np.clip(((base + 2.5) / 5 * len(palette)).astype(int), 0, len(palette) - 1)
+    img = palette[idx].transpose(2, 0, 1) * (0.85 + 0.3 * fields[None])
+    img += 0.04 * fractal_noise(rng, h, w, beta=1.2)[None]
+    yy, xx = np.mgrid[0:h, 0:w] / size
+    river = np.abs(yy - 0.5 - 0.2 * np.sin(xx * rng.uniform(4, 8) + rng.uniform(0, 6))) < 0.025
+    img[:, river] = np.array([0.10, 0.16, 0.22])[:, None]
+    for _ in range(2):
+        a, b = rng.uniform(-1, 1), rng.uniform(0.2, 0.8)
+        road = np.abs(yy - (a * xx + b)) < 0.006
+        img[:, road] = 0.75
+    img = np.clip(img, 0, 1).astype(np.float32)
+    if channels == 4:
+        nir = np.clip(0.25 + 0.6 * img[1] - 0.2 * img[0], 0, 1)
+        img = np.concatenate([img, nir[None]])
+    return img

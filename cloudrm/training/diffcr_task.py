@@ -1,0 +1,33 @@
+"""DiffCR training: x0 prediction, MSE, continuous alpha_bar conditioning (same meaning as in sampling)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import sampling
+from ..methods.diffcr import diffcr_sample, train_alphas_cumprod
+from ..models.diffcr_unet import DiffCRUNet
+from .tasks import Task
+
+
+class DiffCRTask(Task):
+    weights_dir, subfolder, method = "diffcr", "unet", "diffcr"
+
+    def build_model(self):
+        self.ac = torch.as_tensor(train_alphas_cumprod())
+        return DiffCRUNet(**self.cfg.model)
+
+    def loss(self, model, batch):
+        x0 = batch["target"] * 2 - 1
+        dates = batch["dates"] * 2 - 1
+        b = x0.shape[0]
+        ab = sampling.training_noise_level(self.ac, b).to(x0.device)
+        noise = torch.randn_like(x0)
+        y_t = ab.sqrt()[:, None, None, None] * x0 + (1 - ab).sqrt()[:, None, None, None] * noise
+        return F.mse_loss(model(y_t, ab, dates=dates, n_dates=batch["n_dates"]), x0)
+
+    def predict(self, model, dates):
+        opts = self.cfg.task_options
+        gen = torch.Generator("cpu").manual_seed(0)
+        return diffcr_sample(model, dates[None], sampler=opts.get("val_sampler", "dpmpp"),
+                             steps=opts.get("val_steps", 5), generator=gen)[0]

@@ -1,0 +1,238 @@
+"""The one training loop of the project (accelerate), shared by every model.
+
+A *task* (see :mod:`cloudrm.training.tasks`) says what to train: it builds the model and data, computes the
+loss of a batch, validates, and exports a weights folder. This loop owns everything else: the Accelerator
+(mixed precision, gradient accumulation, multi-process via ``accelerate launch``), AdamW with warm-up and
+cosine decay, EMA weights (diffusers' ``EMAModel``, used for validation and export), checkpoints with
+``save_state`` / ``load_state`` every ``checkpoint_every`` steps, resume from the last checkpoint (or from the
+shipped weights when there is none), validation, a JSON log and a matplotlib loss curve.
+
+Time-boxed runs: ``max_minutes`` stops cleanly (checkpoint + export) so a CPU session can train in slices.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+
+@dataclass
+class TrainConfig:
+    task: str = "pixel-cr"
+    variant: str = "rice2"
+    data_root: str = ""                       # default: $CLOUDRM_DATA
+    run_dir: str = "~/.cache/cloudrm/runs/{task}-{variant}"
+    export_dir: str = "assets/weights/{task_dir}/{variant}"
+    init_from: str | None = None              # weights folder to start from when no checkpoint exists
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 4e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    max_steps: int = 20_000                   # the cosine schedule's length
+    max_minutes: float | None = None          # stop this run (not the schedule) after this long
+    stop_at_step: int | None = None           # stop this run at this step (e.g. smoke runs, equal budgets)
+    ema_decay: float | None = 0.999
+    mixed_precision: str = "no"               # "bf16" on CPU, "fp16"/"bf16" on GPU
+    cpu: bool = False
+    num_workers: int = 0
+    threads: int | None = None                # torch threads per process (1 is best on a shared 2-core box)
+    seed: int = 0
+    log_every: int = 25
+    val_every: int = 500
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 1
+    grad_clip: float | None = 1.0
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
+        cfg = json.loads(Path(path).read_text())
+        cfg.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(cfg) - set(cls.__dataclass_fields__)
+        if unknown:
+            from ..errors import ConfigError
+            raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
+        return cls(**cfg)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        p = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    cks = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return cks[-1] if cks else None
+
+
+def plot_curve(log: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in log if "loss" in r]
+    losses = [r["loss"] for r in log if "loss" in r]
+    vsteps = [r["step"] for r in log if "val_psnr" in r]
+    vpsnr = [r["val_psnr"] for r in log if "val_psnr" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, losses, lw=1, label="training loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    if vpsnr:
+        ax2 = ax.twinx()
+        ax2.plot(vsteps, vpsnr, "o-", color="C1", label="validation PSNR")
+        ax2.set_ylabel("validation PSNR (dB)")
+    ax.set_title("training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the last validation numbers."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+
+    from .tasks import make_task
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    task = make_task(cfg)
+    fmt = {"task": cfg.task, "variant": cfg.variant, "task_dir": task.weights_dir}
+    run_dir = Path(os.path.expanduser(cfg.run_dir.format(**fmt)))
+    export_dir = Path(cfg.export_dir.format(**fmt))
+    accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                              gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    model = task.build_model()
+    checkpoint = _last_checkpoint(run_dir)
+    if checkpoint is None and cfg.init_from and Path(cfg.init_from).exists():
+        task.load_init(model, Path(cfg.init_from))
+        accelerator.print(f"starting from weights {cfg.init_from}")
+    dataset = task.train_dataset()
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                        drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": -1.0}
+    log: list[dict] = []
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / "cloudrm_state.json").read_text())
+        log = json.loads((run_dir / "log.json").read_text()) if (run_dir / "log.json").exists() else []
+        log = [r for r in log if r["step"] <= state["step"]]
+        accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
+
+    def save_checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        ck = run_dir / f"checkpoint-{state['step']}"
+        accelerator.save_state(str(ck))
+        if accelerator.is_main_process:
+            (ck / "cloudrm_state.json").write_text(json.dumps(state))
+            (run_dir / "log.json").write_text(json.dumps(log))
+            for old in sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def validate() -> dict[str, float]:
+        net = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.store(net.parameters())
+            ema.copy_to(net.parameters())
+        net.eval()
+        with torch.no_grad():
+            res = task.validate(net)
+        net.train()
+        if ema is not None:
+            ema.restore(net.parameters())
+        return res
+
+    def export(val: dict[str, float]) -> None:
+        if not accelerator.is_main_process:
+            return
+        net = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.store(net.parameters())
+            ema.copy_to(net.parameters())
+        meta = {"trained_steps": state["step"], "train_minutes": round(state["seconds"] / 60, 1),
+                "batch_size": cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
+                "validation": val, "config": asdict(cfg)}
+        task.export(net, export_dir, meta)
+        if ema is not None:
+            ema.restore(net.parameters())
+        plot_curve(log, run_dir / "loss_curve.png")
+
+    t_start = time.time() - state["seconds"]
+    t_run = time.time()
+    stop_step = min(cfg.stop_at_step or cfg.max_steps, cfg.max_steps)
+    model.train()
+    last_val: dict[str, float] = {}
+    running, n_running = 0.0, 0
+    done = state["step"] >= stop_step
+    while not done:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(state["epoch"])
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = task.train_step(model, batch, optimizer, accelerator, params, cfg.grad_clip)
+                scheduler.step()
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(model).parameters())
+            state["step"] += 1
+            state["seconds"] = time.time() - t_start
+            running += float(loss)
+            n_running += 1
+            if state["step"] % cfg.log_every == 0:
+                rec = {"step": state["step"], "loss": running / n_running, "lr": scheduler.get_last_lr()[0],
+                       "minutes": round(state["seconds"] / 60, 2)}
+                log.append(rec)
+                accelerator.print(json.dumps(rec), flush=True)
+                running, n_running = 0.0, 0
+            timed_out = cfg.max_minutes is not None and (time.time() - t_run) > cfg.max_minutes * 60
+            done = state["step"] >= stop_step or timed_out
+            improved = False
+            if state["step"] % cfg.val_every == 0 or done:
+                last_val = validate() if accelerator.is_main_process else {}
+                log.append({"step": state["step"], **{f"val_{k}": v for k, v in last_val.items()}})
+                accelerator.print(json.dumps(log[-1]), flush=True)
+                improved = last_val.get("psnr", 0.0) > state.get("best", -1.0)
+                if improved:  # the best validation so far is what ships
+                    state["best"] = last_val.get("psnr", 0.0)
+            if state["step"] % cfg.checkpoint_every == 0 or done:
+                save_checkpoint()
+            if improved:
+                export(last_val)
+            if done:
+                break
+        state["epoch"] += 1
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and log:
+        plot_curve(log, run_dir / "loss_curve.png")
+    accelerator.end_training()
+    return last_val

@@ -1,0 +1,150 @@
+"""What each model trains on and how: one small class per task, all run by :func:`loop.train`."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import metrics, weights
+from ..datasets import Source, TrainMixture, data_root, validation_pairs
+from ..errors import ConfigError
+from .loop import TrainConfig
+
+
+class Task:
+    """Base: subclasses set ``weights_dir``/``subfolder`` and implement model, data, loss, validation."""
+
+    weights_dir = ""
+    subfolder = ""
+    method = ""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        root = cfg.data_root or (str(data_root()) if data_root() else "")
+        if not root or not Path(root).is_dir():
+            raise ConfigError("no data root: set CLOUDRM_DATA or data_root in the config")
+        self.root = Path(root)
+
+    # -- model
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def load_init(self, model: torch.nn.Module, folder: Path) -> None:
+        src = type(model).from_pretrained(str(folder / self.subfolder))
+        model.load_state_dict(src.state_dict())
+
+    # -- data and loss
+    def train_dataset(self):
+        d = self.cfg.data
+        return TrainMixture(self.root, Source(rice=d.get("rice", ()), clear=d.get("clear", ()),
+                                              sen2mtc=d.get("sen2mtc")),
+                            crop=d.get("crop", 128), p_real=d.get("p_real", 0.5),
+                            dates=tuple(d.get("dates", (1, 1))), length=d.get("length", 100_000), seed=self.cfg.seed)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_step(self, model, batch, optimizer, accelerator, params, grad_clip) -> float:
+        """One (accumulated) optimiser step; tasks with several passes per batch override it (INR)."""
+        loss = self.loss(model, batch)
+        accelerator.backward(loss)
+        if grad_clip and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach().item()
+
+    # -- validation and export
+    def val_items(self) -> list[dict]:
+        names = self.cfg.data.get("val", [])
+        items = []
+        for n in names:
+            if n.startswith("scenes:"):
+                from ..datasets import iter_eval_items
+                p = self.root / n.split(":", 1)[1]
+                if p.is_dir():
+                    items += [dict(it, group=n) for it in iter_eval_items(p, "scenes")]
+            elif (self.root / n).is_dir():
+                items += [dict(it, group=n) for it in validation_pairs(self.root, n)]
+        limit = self.cfg.data.get("val_limit")
+        return items[:limit] if limit else items
+
+    def predict(self, model, dates: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self, model) -> dict[str, float]:
+        if not hasattr(self, "_val"):
+            self._val = self.val_items()
+        groups: dict[str, list[tuple[float, float]]] = {}
+        t0 = time.time()
+        for it in self._val:
+            out = self.predict(model, torch.from_numpy(it["dates"])).numpy()
+            groups.setdefault(it["group"], []).append((metrics.psnr(it["target"], out), metrics.ssim(it["target"], out)))
+        res: dict[str, float] = {}
+        for g, vals in groups.items():
+            key = g.replace("scenes:", "").replace("/", "_")
+            res[f"{key}_psnr"] = round(float(np.mean([v[0] for v in vals])), 3)
+            res[f"{key}_ssim"] = round(float(np.mean([v[1] for v in vals])), 4)
+            res[f"{key}_n"] = len(vals)
+        allv = [v for vals in groups.values() for v in vals]
+        if allv:
+            # the number that picks the shipped checkpoint: mean over groups (each group counts once)
+            res["psnr"] = round(float(np.mean([np.mean([v[0] for v in vals]) for vals in groups.values()])), 3)
+        res["val_seconds"] = round(time.time() - t0, 1)
+        return res
+
+    def export(self, model, folder: Path, meta: dict[str, Any]) -> None:
+        model.save_pretrained(str(folder / self.subfolder))
+        info = weights.read_meta(folder) or {}
+        info.update({"method": self.method, "variant": self.cfg.variant, "bands": ["B04", "B03", "B02"]})
+        comp = info.setdefault("components", {})
+        comp[self.subfolder] = {
+            "trained_steps": meta["trained_steps"], "train_minutes": meta["train_minutes"],
+            "batch_size": meta["batch_size"], "validation": meta["validation"],
+            "training_data": self.cfg.data, "model": self.cfg.model, "lr": self.cfg.lr,
+            "hardware": "CPU (2 cores)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "produced_by": f"python -m cloudrm train {self.cfg.task} --config ... (cloudrm)",
+        }
+        weights.write_meta(folder, info)
+
+
+class PixelCRTask(Task):
+    weights_dir, subfolder, method = "idfcr", "pixel_cr", "idf-cr"
+
+    def build_model(self):
+        from ..models.pixel_cr import PixelCR
+        return PixelCR(**self.cfg.model)
+
+    def loss(self, model, batch):
+        x = batch["dates"][:, 0]
+        out, maps = model(x)
+        l1 = F.l1_loss(out, batch["target"])
+        m = batch["mask"][:, None]
+        att = sum(F.mse_loss(a, F.adaptive_avg_pool2d(m, a.shape[-2:])) for a in maps) / len(maps)
+        return l1 + self.cfg.task_options.get("attention_weight", 0.05) * att
+
+    def predict(self, model, dates):
+        out, _ = model(dates[:1].to(next(model.parameters()).device))
+        return out[0].clamp(0, 1).cpu()
+
+
+def make_task(cfg: TrainConfig) -> Task:
+    tasks: dict[str, type[Task]] = {"pixel-cr": PixelCRTask}
+    try:
+        from .diffcr_task import DiffCRTask
+        tasks["diffcr"] = DiffCRTask
+    except ImportError:
+        pass
+    try:
+        from .idfcr_tasks import LATENT_TASKS
+        tasks.update(LATENT_TASKS)
+    except ImportError:
+        pass
+    if cfg.task not in tasks:
+        raise ConfigError(f"unknown training task '{cfg.task}' (use {', '.join(sorted(tasks))})")
+    return tasks[cfg.task](cfg)

@@ -1,0 +1,105 @@
+"""Where weights come from: a bundled variant, a local folder, or a Hugging Face Hub repo id.
+
+A weights folder holds ``cloudrm.json`` (method, variant, bands, training data, steps, wall time, validation
+numbers) beside diffusers-style subfolders (``unet/``, ``pixel_cr/``, ``vae/``, ``prior/``, ``controlnet_k3/``),
+each written by ``save_pretrained`` (safetensors + config.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import WeightsError
+
+BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "weights"
+#: method -> (weights folder under assets/weights, default variant, variants)
+VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "pixel-cr": ("idfcr", "rice2", ("rice1", "rice2")),
+    "idf-cr": ("idfcr", "rice2", ("rice1", "rice2")),
+    "diffcr": ("diffcr", "sen2", ("sen2", "rice2")),
+}
+_REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
+
+
+def bundled_dir(method: str, variant: str) -> Path:
+    folder, _, _ = VARIANTS[method]
+    return BUNDLED / folder / variant
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    f = folder / "cloudrm.json"
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{f}: not valid JSON ({exc.msg})") from None
+
+
+def resolve(method: str, spec: str | None = None) -> tuple[Path, str]:
+    """Return (folder, description) for ``spec``: variant name, local folder or ``owner/name[@rev]``."""
+    if method not in VARIANTS:
+        raise WeightsError(f"method '{method}' has no weights")
+    _, default, variants = VARIANTS[method]
+    spec = spec or default
+    if spec in variants:
+        folder = bundled_dir(method, spec)
+        if not (folder / "cloudrm.json").exists():
+            raise WeightsError(f"bundled weights '{spec}' for {method} are not in this checkout ({folder})")
+        return folder, f"bundled:{spec}"
+    p = Path(os.path.expanduser(spec))
+    if p.exists():
+        if not p.is_dir():
+            raise WeightsError(f"{p}: weights must be a folder (with cloudrm.json), not a file")
+        return p, str(p)
+    if _REPO_RE.match(spec):
+        return _download(spec), f"hub:{spec}"
+    raise WeightsError(f"weights '{spec}': not a variant of {method} ({', '.join(variants)}), "
+                       f"an existing folder, or a hub repo id owner/name[@revision]")
+
+
+def _download(spec: str) -> Path:
+    """Snapshot a hub repo (lazy, short timeouts); offline or unreachable -> one-line WeightsError."""
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    from huggingface_hub import snapshot_download
+
+    repo, _, rev = spec.partition("@")
+    try:
+        return Path(snapshot_download(repo, revision=rev or None, allow_patterns=["*.json", "*.safetensors", "*/*"]))
+    except Exception as exc:  # offline, not found, auth: all one line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"weights '{spec}' could not be fetched from the Hugging Face Hub ({msg[:160]})") from None
+
+
+def check_method(folder: Path, method: str) -> dict[str, Any]:
+    """Read ``cloudrm.json`` and make sure the folder is for ``method`` (idf-cr folders serve pixel-cr too)."""
+    meta = read_meta(folder)
+    if not meta:
+        raise WeightsError(f"{folder}: no cloudrm.json; not a cloudrm weights folder")
+    ok = {method} | ({"pixel-cr", "idf-cr"} if method in ("pixel-cr", "idf-cr") else set())
+    if meta.get("method") not in ok:
+        raise WeightsError(f"{folder}: weights are for '{meta.get('method')}', not '{method}'")
+    return meta
+
+
+def load_model(cls, folder: Path, subfolder: str):
+    """``cls.from_pretrained`` with every failure turned into a one-line WeightsError naming the file."""
+    path = folder / subfolder
+    if not (path / "config.json").exists():
+        raise WeightsError(f"{path}: missing (config.json not found)")
+    try:
+        model = cls.from_pretrained(str(path))
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        files = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "no .safetensors file"
+        raise WeightsError(f"{path}: cannot load {files} ({msg[:160]})") from None
+    return model.eval()
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cloudrm.json").write_text(json.dumps(meta, indent=2, default=str))
