@@ -82,12 +82,13 @@ def stretch(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None = None) -> Raster:
+def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None = None,
+               min_side: int = MIN_SIDE) -> Raster:
     """Read an image file into a :class:`Raster`; raises :class:`InputError` with one line on any problem.
 
     ``bands``: 1-based indexes or names (``"B04,B03,B02"``, ``[4, 3, 2]``). Default: files with 1-4 bands
     are read as gray / RGB / RGB+NIR; files with more bands need ``bands`` unless their band descriptions
-    name R, G and B.
+    name R, G and B. Images with a side under ``min_side`` px are refused (methods need at least 16).
     """
     p = Path(path)
     if not p.exists():
@@ -109,8 +110,8 @@ def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None 
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{p}: not a readable image ({msg})") from None
     h, w = raster.shape
-    if min(h, w) < MIN_SIDE:
-        raise InputError(f"{p}: image is {w}x{h}; each side must be at least {MIN_SIDE} px")
+    if min(h, w) < min_side:
+        raise InputError(f"{p}: image is {w}x{h}; each side must be at least {min_side} px")
     if not raster.valid.any():
         raise InputError(f"{p}: every pixel is nodata/NaN; nothing to process")
     return raster

@@ -232,6 +232,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 break
         state["epoch"] += 1
     accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:  # replicas must stay identical: record each one's checksum
+        net = accelerator.unwrap_model(model)
+        total = sum(float(p.detach().double().abs().sum()) for p in net.parameters())
+        (run_dir / f"replica-{accelerator.process_index}.txt").write_text(repr(total))
     if accelerator.is_main_process and log:
         plot_curve(log, run_dir / "loss_curve.png")
     accelerator.end_training()

@@ -1,0 +1,314 @@
+"""IDF-CR's latent stage: the method on tiny random parts, INR (Algorithm 3), the frozen prior, the train chain."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cloudrm import weights
+from cloudrm.errors import ConfigError, WeightsError
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "cloudrm" / "training" / "configs"
+
+
+def _tiny_parts(seed: int = 0):
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+
+    from cloudrm.models.pixel_cr import PixelCR
+
+    torch.manual_seed(seed)
+    pcr = PixelCR(dim=16, stem_dims=(8,), depths=(1,), heads=2, window=4, mlp_ratio=2.0)
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        block_out_channels=(8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                        mid_block_add_attention=False, scaling_factor=1.5, shift_factor=0.1)
+    prior = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4,
+                                 down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
+                                 mid_block_type="UNetMidBlock2D", block_out_channels=(8, 16, 16), layers_per_block=1,
+                                 norm_num_groups=8, cross_attention_dim=8)
+    nets = {}
+    for k in (1, 2, 3):
+        cn = ControlNetModel.from_unet(prior, conditioning_embedding_out_channels=(8,), conditioning_channels=4)
+        with torch.no_grad():  # a trained ControlNet has non-zero zero-convs: make the three differ
+            for p in cn.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        nets[k] = cn
+    return pcr, vae, prior, nets
+
+
+def _save_folder(folder: Path, seed: int = 0) -> Path:
+    pcr, vae, prior, nets = _tiny_parts(seed)
+    pcr.save_pretrained(str(folder / "pixel_cr"))
+    vae.save_pretrained(str(folder / "vae"))
+    prior.save_pretrained(str(folder / "prior"))
+    for k, cn in nets.items():
+        cn.save_pretrained(str(folder / f"controlnet_k{k}"))
+    weights.write_meta(folder, {"method": "idf-cr", "variant": "test", "bands": ["B04", "B03", "B02"],
+                                "components": {}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    return _save_folder(tmp_path_factory.mktemp("idfcr") / "w")
+
+
+@pytest.fixture(scope="module")
+def method(tiny_folder):
+    from cloudrm.methods.idfcr import IDFCR
+
+    return IDFCR(str(tiny_folder))
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.3 + 0.4 * xx, 0.2 + 0.5 * yy, 0.5 - 0.2 * xx * yy])
+    return np.clip(base + 0.05 * rng.standard_normal((3, h, w)), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("h,w", [(256, 256), (250, 333)])
+def test_runs_any_size_and_crops_back(method, h, w):
+    res = method([_image(h, w)], steps=3, seed=0)
+    assert res.image.shape == (3, h, w) and res.image.dtype == np.float32
+    assert 0 <= res.image.min() and res.image.max() <= 1 and np.isfinite(res.image).all()
+    assert res.maps["cloud"].shape == (h, w)
+    assert res.info["method"] == "idf-cr" and res.info["sampler"] == "ddpm" and res.info["steps"] == 3
+
+
+def test_defaults_and_class_contract(method):
+    assert method.name == "idf-cr" and method.max_dates == 1 and method.stochastic
+    assert method.default_sampler == "ddpm" and method.default_steps == 50
+    assert method.settings(None, None, None) == {"sampler": "ddpm", "steps": 50}
+
+
+def test_seeded(method):
+    x = [_image(64, 96, seed=3)]
+    a = method(x, steps=4, seed=7).image
+    b = method(x, steps=4, seed=7).image
+    c = method(x, steps=4, seed=8).image
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-4
+    for sampler in ("ddim", "dpmpp"):
+        np.testing.assert_array_equal(method(x, sampler=sampler, steps=3, seed=1).image,
+                                      method(x, sampler=sampler, steps=3, seed=1).image)
+
+
+def test_inr_selects_controlnet_k(method):
+    x = [_image(64, 64, seed=1)]
+    outs = {}
+    for k in (1, 2, 3):
+        outs[k] = method(x, steps=3, seed=0, inr=k).image
+        assert method.controlnet is method.controlnets[k]
+        assert method.controlnet.config._name_or_path.endswith(f"controlnet_k{k}")
+    assert np.abs(outs[1] - outs[2]).max() > 1e-5 and np.abs(outs[2] - outs[3]).max() > 1e-5
+    np.testing.assert_array_equal(method(x, steps=3, seed=0).image, outs[3])  # default K = 3
+    with pytest.raises(ConfigError):
+        method(x, steps=3, inr=4)
+    with pytest.raises(ConfigError):
+        method.get_controlnet(0)
+
+
+def test_step_gmacs(method):
+    g = method.step_gmacs([_image(64, 64)])
+    assert g > 0
+    assert method.step_gmacs([_image(128, 128)]) == pytest.approx(4 * g, rel=0.05)
+
+
+def test_color_fix_keeps_reference_low_frequencies():
+    from cloudrm.methods.idfcr import color_fix, gaussian_lowpass
+
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
+    ref = torch.stack([0.3 + 0.3 * xx, 0.2 + 0.4 * yy, 0.5 - 0.2 * xx * yy])[None]  # smooth
+    # a colour cast is a low frequency: removed
+    out = color_fix(ref + 0.1, ref, sigma=3.0)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+    # detail (high frequencies) of the output is kept
+    detail = torch.zeros_like(ref)
+    detail[..., ::2, :] = 0.1
+    out = color_fix((ref * 0.5 + detail), ref, sigma=3.0)
+    hp = lambda v: v - gaussian_lowpass(v, 3.0)  # noqa: E731
+    assert torch.corrcoef(torch.stack([hp(out).flatten(), hp(detail).flatten()]))[0, 1] > 0.95
+    assert (gaussian_lowpass(out, 6.0) - gaussian_lowpass(ref, 6.0)).abs().mean() < 0.02
+    assert torch.equal(color_fix(ref, ref * 0.3, sigma=0), ref)
+
+
+def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
+    from cloudrm.methods.idfcr import IDFCR
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_folder, bad)
+    (bad / "prior" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError) as e:
+        IDFCR(str(bad))
+    msg = str(e.value)
+    assert "prior" in msg and "diffusion_pytorch_model.safetensors" in msg and "\n" not in msg
+
+    bad2 = tmp_path / "bad2"
+    shutil.copytree(tiny_folder, bad2)
+    shutil.rmtree(bad2 / "controlnet_k2")
+    m = IDFCR(str(bad2))
+    m([_image(32, 32)], steps=2, inr=1)
+    with pytest.raises(WeightsError, match="controlnet_k2"):
+        m([_image(32, 32)], steps=2, inr=2)
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_folder, other)
+    weights.write_meta(other, {"method": "diffcr"})
+    with pytest.raises(WeightsError, match="diffcr"):
+        IDFCR(str(other))
+
+
+def test_hub_stable_diffusion_parts_offline_is_one_line(tiny_folder, tmp_path, monkeypatch):
+    """The paper-scale path: vae/prior named by a hub id (from_pretrained); offline -> one-line WeightsError."""
+    from cloudrm.methods.idfcr import IDFCR
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny_folder, hub)
+    shutil.rmtree(hub / "vae")
+    shutil.rmtree(hub / "prior")
+    meta = weights.read_meta(hub)
+    meta["components"] = {"vae": {"hub": "stabilityai/stable-diffusion-2-1-base", "subfolder": "vae"},
+                          "prior": {"hub": "stabilityai/stable-diffusion-2-1-base", "subfolder": "unet"}}
+    weights.write_meta(hub, meta)
+    with pytest.raises(WeightsError) as e:
+        IDFCR(str(hub))
+    assert "stabilityai/stable-diffusion-2-1-base" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_text_context_for_cross_attention_unets():
+    from diffusers import UNet2DConditionModel
+
+    from cloudrm.methods.idfcr import text_context
+
+    _, _, prior, _ = _tiny_parts()
+    assert text_context(prior, 2) is None
+    sd_like = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+                                   norm_num_groups=8, cross_attention_dim=12, attention_head_dim=4)
+    ctx = text_context(sd_like, 2)
+    assert ctx.shape == (2, 1, 12)
+    sd_like(torch.zeros(2, 4, 8, 8), torch.tensor([3, 4]), encoder_hidden_states=ctx)
+
+
+# ----------------------------------------------------------------------------------------------- INR
+def test_inr_k_passes_k_steps_and_noise_chain():
+    """Algorithm 3: K optimiser steps per batch; pass k+1's target noise is pass k's prediction (before its
+    step); z0, condition and t fixed; the prediction is computed in the same forward as the loss."""
+    from cloudrm.methods.idfcr import controlled_eps, make_scheduler
+    from cloudrm.training.idfcr_tasks import inr_passes, q_sample
+
+    _, _, prior, nets = _tiny_parts()
+    prior.requires_grad_(False)
+    cn = nets[1]
+    opt = torch.optim.SGD(cn.parameters(), lr=0.05)
+    ac = make_scheduler("ddpm").alphas_cumprod.float()
+    z0, cond = torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    t = torch.tensor([100, 700])
+    eps0 = torch.randn_like(z0)
+    calls, steps = [], []
+
+    def eps_model(z_t, t_, c):
+        calls.append((z_t.detach().clone(), t_.clone(), c))
+        return controlled_eps(prior, cn, z_t, t_, c)
+
+    def step(loss):
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        steps.append({k: v.detach().clone() for k, v in cn.state_dict().items()})
+
+    for k in (1, 2, 3):
+        calls.clear()
+        steps.clear()
+        trace: list = []
+        losses = inr_passes(eps_model, z0, cond, t, eps0, k, step, ac, trace)
+        assert len(losses) == k and len(steps) == k and len(calls) == k and len(trace) == k
+        torch.testing.assert_close(trace[0]["target"], eps0)
+        for i in range(k - 1):
+            torch.testing.assert_close(trace[i + 1]["target"], trace[i]["pred"])
+            # the next pass's input is f(z0, previous prediction)
+            torch.testing.assert_close(calls[i + 1][0], q_sample(z0, t, trace[i]["pred"], ac))
+        for z_t, t_, c in calls:
+            assert torch.equal(t_, t) and c is cond
+        # every pass took its own step: the parameters changed between passes
+        for a, b in zip(steps, steps[1:]):
+            assert any(not torch.equal(a[n], b[n]) for n in a)
+
+
+def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
+    """The task's train_step: K optimiser steps per batch, only the ControlNet changes (prior, VAE and
+    Pixel-CR frozen); a second run folder is needed per K."""
+    from accelerate import Accelerator
+
+    from cloudrm.training.idfcr_tasks import ControlNetTask
+    from cloudrm.training.loop import TrainConfig
+
+    def cfg(k, run):
+        return TrainConfig(task="controlnet", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / run),
+                           export_dir=str(tmp_path / "exp"), model={"conditioning_embedding_out_channels": [8]},
+                           task_options={"inr": k, "components": str(tiny_folder)})
+
+    task = ControlNetTask(cfg(3, "run3"))
+    model = task.build_model()
+    frozen = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in task.frozen.items()}
+    assert all(not p.requires_grad for m in task.frozen.values() for p in m.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    n_steps = []
+    orig = opt.step
+    opt.step = lambda *a, **kw: (n_steps.append(1), orig(*a, **kw))[1]
+    acc = Accelerator(cpu=True)
+    batch = {"dates": torch.rand(2, 3, 3, 32, 32), "target": torch.rand(2, 3, 32, 32)}
+    loss = task.train_step(model, batch, opt, acc, list(model.parameters()), 1.0)
+    assert np.isfinite(loss) and len(n_steps) == 3
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    for n, m in task.frozen.items():
+        for k, v in m.state_dict().items():
+            assert torch.equal(frozen[n][k], v), f"{n}.{k} changed"
+    with pytest.raises(ConfigError, match="K=3"):
+        ControlNetTask(cfg(1, "run3"))
+    with pytest.raises(ConfigError):
+        ControlNetTask(cfg(4, "run4"))
+
+
+# ----------------------------------------------------------------------------------------------- the chain
+def test_train_chain_smoke(tmp_path):
+    """autoencoder -> prior -> controlnet with the smoke configs (2 steps each), then the method runs."""
+    from conftest import need
+
+    root = need("RICE1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLOUDRM_DATA": str(root.parent), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO)}
+    exp = tmp_path / "exp"
+    from cloudrm.models.pixel_cr import PixelCR  # the controlnet task needs a (frozen) Pixel-CR in the folder
+
+    torch.manual_seed(0)
+    PixelCR(dim=16, stem_dims=(8,), depths=(1,), heads=2, window=4).save_pretrained(str(exp / "pixel_cr"))
+    for task in ("autoencoder", "prior", "controlnet"):
+        cmd = [sys.executable, "-m", "cloudrm", "train", task, "--config", str(CONFIGS / f"{task}-rice2-smoke.json"),
+               "--stop-at-step", "2", "--run-dir", str(tmp_path / f"run-{task}"), "--export-dir", str(exp)]
+        if task == "controlnet":
+            cmd += ["--inr", "2"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["psnr"] > 0
+    meta = weights.read_meta(exp)
+    assert meta["method"] == "idf-cr"
+    assert set(meta["components"]) >= {"vae", "prior", "controlnet_k2"}
+    assert meta["components"]["controlnet_k2"]["inr"] == 2
+    vae_cfg = json.loads((exp / "vae" / "config.json").read_text())
+    assert vae_cfg["scaling_factor"] == pytest.approx(meta["components"]["vae"]["latent_scaling_factor"])
+    from cloudrm.methods.idfcr import IDFCR
+
+    res = IDFCR(str(exp))([_image(40, 56)], steps=2, inr=2)
+    assert res.image.shape == (3, 40, 56)
