@@ -38,7 +38,27 @@ for _k, _v in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": 
                "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "10"}.items():
     os.environ.setdefault(_k, _v)
 
+
+
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each of Gradio's worker threads its own malloc arena, and freed image buffers stay in them:
+    RSS then climbs by ~40 % under 8 concurrent clients. Two arenas keep it flat (same as MALLOC_ARENA_MAX=2)."""
+    import sys
+
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        pass
+
+
+_limit_malloc_arenas()
+
 import hashlib  # noqa: E402
+import inspect  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -120,12 +140,13 @@ def _clean(msg: str, paths: Iterable[str | os.PathLike | None] = ()) -> str:
     msg = _one_line(msg)
     for p in sorted({str(p) for p in paths if p}, key=len, reverse=True):
         msg = msg.replace(p, Path(p).name)
-    msg = re.sub(r"(/[^\s:'\"]+)+/([^/\s:'\"]+)", r"\2", msg)  # any other absolute path -> its name
+    msg = msg.replace(str(REPO) + os.sep, "")  # bundled files: relative to the app
+    msg = re.sub(r"(?<![\w.-])(/[^\s:'\"]+)+/([^/\s:'\"]+)", r"\2", msg)  # other absolute paths -> names
     return msg
 
 
 @contextmanager
-def _user_errors(paths: Iterable[str | os.PathLike | None] = ()):
+def _user_errors(paths: Iterable[str | os.PathLike | None] = (), ui: bool = False):
     """Every failure reaches the user as one line (``gr.Error``); unexpected ones are logged in full."""
     paths = list(paths)
     try:
@@ -133,7 +154,10 @@ def _user_errors(paths: Iterable[str | os.PathLike | None] = ()):
     except gr.Error:
         raise
     except CloudRMError as exc:
-        raise gr.Error(_clean(str(exc), paths), title="cloudrm", print_exception=False) from None
+        msg = _clean(str(exc), paths)
+        if ui:  # the package words band choice for the CLI
+            msg = msg.replace("with --bands", "in Advanced settings → Bands").replace("--bands", "Bands")
+        raise gr.Error(msg, title="cloudrm", print_exception=False) from None
     except ImportError as exc:
         raise gr.Error(f"this method is not part of this version of cloudrm ({_clean(str(exc))})",
                        title="cloudrm", print_exception=False) from None
@@ -221,11 +245,12 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return image[:3]
 
 
-def _read_reference(ref_path: str | None, like: io.Raster) -> np.ndarray | None:
+def _read_reference(ref_path: str | None, like: io.Raster, bands=None) -> np.ndarray | None:
     """The reference in display values (3,H,W), checked against the dates' size."""
     if ref_path is None:
         return None
-    ref = io.read_image(ref_path)
+    is_tiff = Path(ref_path).suffix.lower() in (".tif", ".tiff")
+    ref = io.read_image(ref_path, bands if is_tiff else None)
     if ref.shape != like.shape:
         raise InputError(f"reference {Path(ref_path).name} is {ref.shape[1]}x{ref.shape[0]} but the dates are "
                          f"{like.shape[1]}x{like.shape[0]}; the reference must show the same place at the same size")
@@ -258,8 +283,16 @@ def _variants_present(name: str) -> list[str]:
             if (weights_mod.bundled_dir(name, v) / "cloudrm.json").exists()]
 
 
+_status_lock = threading.Lock()
+_status_cache: dict[tuple, str | None] = {}
+
+
 def method_status(name: str) -> str | None:
-    """None when ``name`` can run with its bundled weights, else a one-line reason. Cheap: loads no model."""
+    """None when ``name`` runs with its bundled weights, else a one-line reason.
+
+    The weights are really loaded once (the package caches the model, so the first run is then quick); the
+    answer is remembered per weights folder and ``cloudrm.json`` modification time, so weights that appear or
+    change while the app runs are picked up on the next page load."""
     if name in ("identity", "median"):
         return None
     try:
@@ -271,11 +304,28 @@ def method_status(name: str) -> str | None:
     present = _variants_present(name)
     if not present:
         return "its bundled weights are not in this checkout yet"
+    spec = _weights_for(name, None)
+    folder = weights_mod.bundled_dir(name, spec or weights_mod.VARIANTS[name][1])
     try:
-        weights_mod.check_method(weights_mod.bundled_dir(name, present[0]), name)
+        key = (name, spec, (folder / "cloudrm.json").stat().st_mtime_ns)
+    except OSError:
+        return "its bundled weights are not in this checkout yet"
+    with _status_lock:
+        if key in _status_cache:
+            return _status_cache[key]
+    try:
+        _load(name, spec)
+        why = None
     except CloudRMError as exc:
-        return _clean(str(exc))
-    return None
+        why = f"weights do not load: {_clean(str(exc))}"
+    except ImportError as exc:
+        why = f"not in this version of cloudrm yet ({_clean(str(exc))})"
+    except Exception as exc:  # a broken file must not take the page down
+        log.exception("loading %s failed", name)
+        why = f"weights do not load ({type(exc).__name__}: {_clean(str(exc))})"
+    with _status_lock:
+        _status_cache[key] = why
+    return why
 
 
 def available_methods() -> list[str]:
@@ -285,21 +335,23 @@ def available_methods() -> list[str]:
 def _weights_for(name: str, pref: str | None) -> str | None:
     """The weights spec for ``name`` given the variant chosen in the UI (None = the method's default).
 
-    A variant the method does not have falls back to the closest one (rice1 -> rice2), else the default;
-    a custom value (a folder or a hub repo id) is passed through to every deep method."""
-    if name not in weights_mod.VARIANTS or not pref or pref == "default":
+    A variant the method does not have falls back to the closest one present (rice1 <-> rice2), else the
+    default, else any bundled variant; a custom value (a folder or a hub repo id) is passed through."""
+    if name not in weights_mod.VARIANTS:
         return None
     _, default, variants = weights_mod.VARIANTS[name]
     present = _variants_present(name)
-    if pref not in ("rice1", "rice2", "sen2"):
-        return pref
-    if pref in present:
-        return pref
-    if pref == "rice1" and "rice2" in present:
-        return "rice2"
-    if default in present:
+    if pref and pref != "default":
+        if pref not in ("rice1", "rice2", "sen2"):
+            return pref
+        if pref in present:
+            return None if pref == default else pref
+        near = {"rice1": "rice2", "rice2": "rice1"}.get(pref)
+        if near in present:
+            return None if near == default else near
+    if default in present or not present:
         return None
-    return present[0] if present else None
+    return present[0]
 
 
 def _load(name: str, weights: str | None):
@@ -324,8 +376,10 @@ def _settings_text(info: dict) -> str:
         parts.append(f"{info['sampler']} {info.get('steps')} steps")
     if info.get("inr"):
         parts.append(f"K={info['inr']}")
-    if info.get("weights"):
-        parts.append(f"weights {Path(str(info['weights'])).name if '/' in str(info['weights']) and not str(info['weights']).startswith('hub:') else info['weights']}")
+    w = str(info.get("weights") or "")
+    if w:
+        w = w.removeprefix("bundled:") if w.startswith("bundled:") else (w if w.startswith("hub:") else Path(w).name)
+        parts.append(f"{w} weights")
     if info.get("samples"):
         parts.append(f"{info['samples']} seeds")
     if "seed" in info and info.get("sampler"):
@@ -409,6 +463,17 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def _fmt_data(data: Any) -> str:
+    """Training data of a cloudrm.json component: the dataset lists, else everything."""
+    if isinstance(data, dict):
+        names = [str(x) for k in ("rice", "clear", "scenes", "train") for x in (data.get(k) or [])
+                 if isinstance(data.get(k), (list, tuple))]
+        if names:
+            extra = f" ({data['crop']} px crops)" if data.get("crop") else ""
+            return ", ".join(names) + extra
+    return _fmt_value(data) if data else "-"
+
+
 def weights_table() -> str:
     """Markdown rows from each bundled weights folder's cloudrm.json (nothing retyped)."""
     rows = []
@@ -431,7 +496,7 @@ def weights_table() -> str:
                 val = c.get("validation")
                 val_txt = _fmt_value({k: v for k, v in val.items() if k != "val_seconds"}) if isinstance(val, dict) else "-"
                 data = c.get("training_data")
-                data_txt = _fmt_value(data.get("train", data)) if isinstance(data, dict) else _fmt_value(data or "-")
+                data_txt = _fmt_data(data)
                 train = []
                 if c.get("trained_steps") is not None:
                     train.append(f"{c['trained_steps']} steps")
@@ -476,8 +541,12 @@ def about_markdown() -> str:
 
 
 # ----------------------------------------------------------------------------------------------- API endpoint
+#: newer cloudrm.api.remove_clouds take ``device=``; older ones run on CPU only (then _run_pieces is used on CUDA)
+_REMOVE_HAS_DEVICE = "device" in inspect.signature(remove_clouds).parameters
+
+
 def _run_pieces(paths: Sequence[str], out: Path, *, method: str, weights, sampler, steps, inr, seed, progress):
-    """remove_clouds' steps with an explicit device (remove_clouds itself has no device parameter)."""
+    """remove_clouds' steps with an explicit device, for a remove_clouds without a device parameter."""
     m = _load(method, weights)
     m.settings(sampler, steps, inr)
     rasters = read_dates(paths)
@@ -545,9 +614,10 @@ def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, in
         def cb(i, n):
             progress((i, n), desc=f"{method}")
 
-        if DEVICE is None:
+        if DEVICE is None or _REMOVE_HAS_DEVICE:
+            kw = {"device": DEVICE} if _REMOVE_HAS_DEVICE else {}
             res = remove_clouds(paths, out, method=method, weights=weights, sampler=sampler, steps=steps, inr=inr,
-                                seed=seed, tile=TILE, overlap=OVERLAP, progress=cb)
+                                seed=seed, tile=TILE, overlap=OVERLAP, progress=cb, **kw)
         else:
             res = _run_pieces(paths, out, method=method, weights=weights, sampler=sampler, steps=steps, inr=inr,
                               seed=seed, progress=cb)
@@ -569,7 +639,7 @@ def _fmt(v: float | None, nd: int) -> str:
 
 @_gpu
 def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, idf_sampler, idf_steps, inr,
-            variant, seed, unc_samples, slider_choice, progress=gr.Progress()):
+            variant, seed, unc_samples, bands, slider_choice, progress=gr.Progress()):
     """The UI's multi-method comparison (private)."""
     paths, ref_path = _check_inputs(dates_files, reference_file)
     chosen = [m for m in (methods or []) if m]
@@ -577,9 +647,10 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
     if not methods:
         raise gr.Error("no method selected: tick at least one method", title="cloudrm", print_exception=False)
     seed = _as_int(seed, "seed") or 0
-    with _user_errors(paths + ([ref_path] if ref_path else [])):
-        rasters = read_dates(paths)
-        ref = _read_reference(ref_path, rasters[0])
+    bands = _none_if_blank(bands)
+    with _user_errors(paths + ([ref_path] if ref_path else []), ui=True):
+        rasters = read_dates(paths, bands)
+        ref = _read_reference(ref_path, rasters[0], bands)
         dates, valid = model_input(rasters)
         work = _workdir()
         like = rasters[0]
@@ -614,7 +685,8 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
                 downloads.append(str(io.write_image(work / f"{scene}_{name}.tif", res.image, like=out_like,
                                                     valid=valid)))
             settings = _settings_text(res.info)
-            gallery.append((str(png), f"{name} · {settings} · {res.seconds:.2f} s"))
+            gallery.append((str(png), f"{name} · {res.seconds:.2f} s" if settings == "-" else
+                            f"{name} · {settings} · {res.seconds:.2f} s"))
             met = _metrics(res.image, ref, res.seconds)
             rows.append([name, settings, _fmt(met["psnr"], 2) if met["psnr"] is not None or ref is None else "inf",
                          _fmt(met["ssim"], 4), _fmt(met["rmse"], 4), _fmt(met["niqe"], 2), _fmt(met["brisque"], 2),
@@ -648,8 +720,8 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
     if maps_note:
         note_md = (note_md + "\n" if note_md else "") + f"- {maps_note}"
     state = {"before": before, "outputs": outputs}
-    return (gallery, gr.update(choices=list(outputs), value=pick), (before, outputs[pick]), maps, df, downloads,
-            note_md, state)
+    return (gallery, gr.update(choices=list(outputs), value=pick), (before, outputs[pick]),
+            gr.update(value=maps, visible=bool(maps)), df, downloads, note_md, state)
 
 
 def pick_slider(choice, state):
@@ -730,7 +802,7 @@ def build_demo() -> gr.Blocks:
                         sample_galleries = []
                         for g in GROUP_KEYS:
                             sample_galleries.append(gr.Gallery(
-                                label=samples_mod.GROUPS[g], columns=5, fit_columns=False, height=120, allow_preview=False,
+                                label=samples_mod.GROUPS[g], columns=4, fit_columns=False, height=140, allow_preview=False,
                                 object_fit="cover", format="png", buttons=[], interactive=False,
                                 elem_id=f"samples_{g.lower().replace('-', '')}", elem_classes=["sample-gallery"]))
                         sample_note = gr.Markdown(elem_id="sample_note")
@@ -770,6 +842,9 @@ def build_demo() -> gr.Blocks:
                                 unc_samples = gr.Slider(0, MAX_UNCERTAINTY_SAMPLES, value=0, step=1,
                                                         label="Uncertainty samples (0 = off; ≥ 2 seeds for a map)",
                                                         elem_id="unc_samples")
+                            bands = gr.Textbox(label="Bands of a multiband GeoTIFF as R,G,B (1-based indexes or "
+                                                     "names, e.g. 4,3,2 or B04,B03,B02; empty = from the file)",
+                                               placeholder="4,3,2", elem_id="bands")
                         run = gr.Button("Remove clouds", variant="primary", elem_id="run")
                     with gr.Column(scale=3, min_width=420):
                         results = gr.Gallery(label="Cloudy date(s) | each method | reference", columns=4,
@@ -787,8 +862,9 @@ def build_demo() -> gr.Blocks:
                                                   max_height=260, label="Metrics (PSNR/SSIM/RMSE need a reference; "
                                                   "NIQE/BRISQUE: lower is better)", elem_id="metrics")
                         maps = gr.Gallery(label="Maps: Pixel-CR cloud attention, uncertainty (std over seeds)",
-                                          columns=3, height="auto", format="png", object_fit="contain",
-                                          buttons=["download", "fullscreen"], interactive=False, elem_id="maps")
+                                          columns=3, height=300, format="png", object_fit="contain",
+                                          buttons=["download", "fullscreen"], interactive=False, visible=False,
+                                          elem_id="maps")
                         downloads = gr.File(label="Downloads (PNG; GeoTIFF when the input is a GeoTIFF)",
                                             file_count="multiple", interactive=False, elem_id="downloads")
                         notes = gr.Markdown(elem_id="notes")
@@ -818,7 +894,7 @@ def build_demo() -> gr.Blocks:
 
         run.click(compare,
                   [dates, reference, methods, diffcr_sampler, diffcr_steps, idf_sampler, idf_steps, inr, variant,
-                   seed, unc_samples, slider_method],
+                   seed, unc_samples, bands, slider_method],
                   [results, slider_method, slider, maps, metrics_df, downloads, notes, state],
                   api_visibility="private", concurrency_id="model", concurrency_limit=1)
         slider_method.change(pick_slider, [slider_method, state], slider, api_visibility="private",

@@ -80,9 +80,15 @@ def remove_clouds(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
                   method: str = "identity", weights: str | None = None, sampler: str | None = None,
                   steps: int | None = None, inr: int | None = None, seed: int = 0, samples: int = 1,
                   bands=None, uncertainty: str | os.PathLike | None = None, tile: int = 512, overlap: int = 32,
-                  progress=None) -> Result:
+                  progress=None, device=None) -> Result:
     """Remove clouds from the dates ``inputs`` of one scene; write ``output`` (.png, or .tif keeping the
-    first date's georeferencing and dtype scale) and, with ``samples`` >= 2, the ``uncertainty`` map."""
+    first date's georeferencing and dtype scale) and, with ``samples`` >= 2, the ``uncertainty`` map.
+    ``device``: where the method runs (default CPU), as in :func:`cloudrm.load_method`.
+
+    TIFF/GeoTIFF dates larger than one ``tile`` that are written to ``output`` go through
+    :func:`cloudrm.scene.process_scene` (windowed reads and writes, bounded memory); their ``Result.image``
+    is then a preview decimated by ``info["preview_step"]`` (1 = full image, for scenes up to 1024 px).
+    """
     if output is not None:
         io.check_output_path(output)
     if uncertainty is not None:
@@ -90,8 +96,18 @@ def remove_clouds(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
         if samples < 2:
             raise ConfigError("--uncertainty needs --samples N with N >= 2")
     check_tiling(tile, overlap)
-    m = load_method(method, weights)
+    m = load_method(method, weights, device)
     m.settings(sampler, steps, inr)  # fail on bad options before reading anything large
+    if uncertainty is not None and not m.stochastic:
+        raise ConfigError(f"{method} is deterministic: it has no uncertainty map")
+    if not 1 <= len(inputs) <= MAX_DATES:
+        raise InputError(f"got {len(inputs)} input images; give 1 to {MAX_DATES} dates of one place")
+    from . import scene
+
+    if output is not None and scene.is_scene(inputs, tile):
+        return scene.process_scene(m, inputs, output, bands=bands, tile=tile, overlap=overlap,
+                                   uncertainty=uncertainty, progress=progress, sampler=sampler, steps=steps,
+                                   inr=inr, seed=seed, samples=samples)
     rasters = read_dates(inputs, bands)
     dates, valid = model_input(rasters)
     res = run_method(m, dates, tile=tile, overlap=overlap, progress=progress, sampler=sampler, steps=steps,

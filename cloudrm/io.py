@@ -100,15 +100,15 @@ def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None 
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTS:
         raise InputError(f"{p}: unsupported file type '{ext}' (use {', '.join(IMAGE_EXTS)})")
-    head = p.open("rb").read(8)
+    with p.open("rb") as fh:
+        head = fh.read(8)
     is_tiff = head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
     try:
         raster = _read_tiff(p, bands) if is_tiff else _read_pil(p, bands)
     except InputError:
         raise
     except Exception as exc:  # any decoder failure becomes one line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: not a readable image ({msg})") from None
+        raise InputError(f"{p}: not a readable image ({_why(exc)})") from None
     h, w = raster.shape
     if min(h, w) < min_side:
         raise InputError(f"{p}: image is {w}x{h}; each side must be at least {min_side} px")
@@ -197,12 +197,15 @@ def _read_pil(p: Path, bands) -> Raster:
             raise InputError(f"{p}: image too large (possible decompression bomb; limit {MAX_PIXELS} px)") from None
     notes = []
     mode = img.mode
+    finite = None
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)[None] / 65535.0
         scale, dtype, names = 65535.0, "uint16", ["gray"]
     elif mode == "F":
         arr = np.asarray(img, dtype=np.float32)[None]
         scale, dtype, names = 1.0, "float32", ["gray"]
+        finite = np.isfinite(arr[0])  # NaN/inf are masked, never propagated
+        arr = np.where(finite, arr, 0.0).astype(np.float32)
     else:
         if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
             notes.append("alpha channel ignored")
@@ -219,6 +222,8 @@ def _read_pil(p: Path, bands) -> Raster:
         idxs, names = _resolve_bands(arr.shape[0], [None] * arr.shape[0], bands, p)
         arr = arr[idxs]
     valid = np.ones(arr.shape[1:], dtype=bool)
+    if finite is not None:
+        valid &= finite
     return Raster(np.ascontiguousarray(arr), valid, tuple(names), scale, 1.0, dtype, None, str(p), notes)
 
 
@@ -241,23 +246,25 @@ def tiff_info(path: str | os.PathLike) -> dict[str, Any]:
                 "descriptions": src.descriptions, "profile": dict(src.profile)}
 
 
-def _read_tiff(p: Path, bands, window=None) -> Raster:
+def _read_tiff(p: Path, bands, window=None, src=None) -> Raster:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    try:
-        src = rasterio.open(p)
-    except RasterioIOError as exc:
-        raise InputError(f"{p}: not a readable TIFF ({str(exc).splitlines()[0]})") from None
-    with src:
-        if src.width * src.height > MAX_PIXELS:
-            raise InputError(f"{p}: {src.width}x{src.height} is larger than the limit of {MAX_PIXELS} pixels")
-        idxs, names = _resolve_bands(src.count, src.descriptions, bands, p)
-        raw = src.read([i + 1 for i in idxs], window=window, masked=False)
-        dtype = src.dtypes[0]
-        nodata = src.nodata
-        profile = dict(src.profile)
-        profile["band_names"] = names
+    if src is None:
+        try:
+            src = rasterio.open(p)
+        except RasterioIOError as exc:
+            raise InputError(f"{p}: not a readable TIFF ({str(exc).splitlines()[0]})") from None
+        with src:
+            return _read_tiff(p, bands, window, src)
+    if src.width * src.height > MAX_PIXELS:
+        raise InputError(f"{p}: {src.width}x{src.height} is larger than the limit of {MAX_PIXELS} pixels")
+    idxs, names = _resolve_bands(src.count, src.descriptions, bands, p)
+    raw = src.read([i + 1 for i in idxs], window=window, masked=False)
+    dtype = src.dtypes[0]
+    nodata = src.nodata
+    profile = dict(src.profile)
+    profile["band_names"] = names
     valid = np.ones(raw.shape[1:], dtype=bool)
     data = raw.astype(np.float32)
     if nodata is not None and not np.isnan(nodata):
@@ -272,9 +279,27 @@ def _read_tiff(p: Path, bands, window=None) -> Raster:
     return Raster(data.astype(np.float32), valid, tuple(names), scale, gain, dtype, profile, str(p), notes)
 
 
-def read_window(path: str | os.PathLike, window, bands=None) -> Raster:
-    """Read one rasterio ``Window`` of a TIFF (for tiled whole-scene processing)."""
-    return _read_tiff(Path(path), bands, window=window)
+def read_window(path: str | os.PathLike, window, bands=None, src=None) -> Raster:
+    """Read one rasterio ``Window`` of a TIFF (for tiled whole-scene processing).
+
+    ``src``: an already open rasterio dataset of ``path`` (keeps GDAL's block cache across windows).
+    Any decoder failure becomes one-line :class:`InputError`.
+    """
+    p = Path(path)
+    try:
+        return _read_tiff(p, bands, window=window, src=src)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable image ({_why(exc)})") from None
+
+
+def _why(exc: BaseException) -> str:
+    """One line saying why a decoder failed (GDAL's real reason, not rasterio's 'See previous exception')."""
+    cause = exc.__cause__ or exc.__context__
+    if "previous exception" in str(exc) and cause is not None and str(cause):
+        exc = cause
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def to_rgb(raster: Raster) -> Raster:
@@ -290,6 +315,10 @@ def to_rgb(raster: Raster) -> Raster:
 
 
 # ----------------------------------------------------------------------------------------------- writing
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _atomic_target(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
@@ -298,6 +327,7 @@ def _atomic_target(path: Path) -> Path:
         raise ConfigError(f"{path}: output folder '{parent}' is not writable")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the renamed output gets ordinary permissions
     return Path(tmp)
 
 
@@ -361,15 +391,23 @@ def geotiff_profile(like: Raster | None, count: int, height: int, width: int) ->
 
 
 def encode(image: np.ndarray, like: Raster | None, dtype: str, nodata=None, valid=None) -> np.ndarray:
-    """Display [0,1] -> file values of ``dtype`` (inverse of reading ``like``)."""
+    """Display [0,1] -> file values of ``dtype`` (inverse of reading ``like``). With ``valid``: invalid
+    pixels become ``nodata`` (NaN for float files without one); valid pixels never equal ``nodata``."""
     scale, gain = (like.scale, like.gain) if like is not None else (255.0, 1.0)
     vals = image / gain * scale
     if np.issubdtype(np.dtype(dtype), np.integer):
         info = np.iinfo(dtype)
         vals = np.clip(np.round(vals), info.min, info.max)
     vals = vals.astype(dtype)
-    if valid is not None and nodata is not None:
-        vals[:, ~valid] = nodata
+    if valid is not None:
+        if nodata is not None and not np.isnan(nodata):
+            if np.issubdtype(np.dtype(dtype), np.integer):  # a valid pixel must not read back as nodata
+                hit = (vals == nodata) & valid[None]
+                if hit.any():
+                    vals[hit] = nodata + 1 if nodata < np.iinfo(dtype).max else nodata - 1
+            vals[:, ~valid] = nodata
+        elif np.issubdtype(np.dtype(dtype), np.floating):  # float file without a nodata tag: NaN stays NaN
+            vals[:, ~valid] = np.nan
     return vals
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: PSNR of identical images (JSON has no infinity; no real output gets near it)
+PSNR_CAP = 100.0
+
+
 def _prep(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 2:
@@ -38,7 +42,7 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     """PSNR in dB, data range 1 (skimage ``peak_signal_noise_ratio`` on the same arrays)."""
     ref, out = _pair(ref, out)
     mse = float(np.mean((ref - out) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, float(10 * np.log10(1.0 / mse)))
 
 
 def ssim(ref: np.ndarray, out: np.ndarray) -> float:

@@ -96,8 +96,8 @@ def load_model(cls, folder: Path, subfolder: str):
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         files = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "no .safetensors file"
-        raise WeightsError(f"{path}: cannot load {files} ({msg[:160]})") from None
-    return model.eval()
+        raise WeightsError(f"{path}: cannot load {files} ({msg[:300]})") from None
+    return model.float().eval()  # weights may be stored in fp16; compute in fp32
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -94,11 +94,18 @@ def _text_as_png(tmp_path):
     return p
 
 
+def _text_file(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("plain text\n")
+    return p
+
+
 ERROR_CASES = {
     "no input": (lambda t: [], None, "no input image"),
     "four dates": (lambda t: [write_png(t / f"d{i}.png", seed=i) for i in range(4)], None, "1 to 3"),
     "different sizes": (lambda t: [write_png(t / "a.png", 1), write_png(t / "b.png", 2, size=48)], None, "same size"),
     "text renamed png": (lambda t: [_text_as_png(t)], None, "not a readable image"),
+    "text file": (lambda t: [_text_file(t)], None, "Invalid file type"),
     "1x1 image": (lambda t: [write_png(t / "px.png", 1, size=1)], None, "at least 16 px"),
     "reference of another size": (lambda t: [write_png(t / "a.png", 1)], lambda t: write_png(t / "r.png", 2, size=(64, 32)),
                                   "reference"),
@@ -146,3 +153,43 @@ def test_eight_concurrent_jobs_no_cross_talk(client, tmp_path):
         assert list(met) == METRIC_KEYS
         done += 1
     assert done >= 1
+
+
+def test_ui_compare_geotiff_maps_and_downloads(server, tmp_path, tiny, s2_geotiff):
+    """The private multi-method event, called directly: GeoTIFF in -> georeferenced GeoTIFF download,
+    an uncertainty map for DiffCR with several seeds, captions and the metrics table."""
+    import rasterio
+
+    app = server[0]
+    tif = s2_geotiff("s2.tif", size=64)
+    gallery, radio, slider, maps, df, downloads, notes, state = app.compare(
+        [str(tif)], None, ["diffcr", "median"], "ddim", 2, "ddpm", 50, 3, str(tiny["diffcr"]), 0, 3, "", None)
+    assert [c for _, c in gallery][0] == "cloudy date 1"
+    assert gallery[1][1].startswith("median") and gallery[2][1].startswith("diffcr · ddim 2 steps")
+    assert list(df["method"]) == ["median", "diffcr"] and set(df["PSNR (dB)"]) == {"-"}
+    assert radio["choices"] == ["median", "diffcr"] and slider[1] == state["outputs"][radio["value"]]
+    assert maps["visible"] and any("uncertainty" in c for _, c in maps["value"])
+    out_tif = next(p for p in downloads if p.endswith("_diffcr.tif"))
+    with rasterio.open(out_tif) as a, rasterio.open(tif) as b:
+        assert a.crs == b.crs and a.transform == b.transform and a.count == 3 and a.dtypes[0] == "uint16"
+    assert any(p.endswith("_uncertainty.tif") for p in downloads)
+    assert "B04, B03, B02" in notes
+
+
+def test_ui_compare_band_choice(server, tmp_path):
+    """A 6-band GeoTIFF without band names needs the Bands setting; the error says where to set it."""
+    import gradio as gr
+    import rasterio
+    from rasterio.transform import from_origin
+
+    app = server[0]
+    p = tmp_path / "six.tif"
+    data = (np.random.default_rng(0).random((6, 32, 32)) * 3000).astype("uint16")
+    with rasterio.open(p, "w", driver="GTiff", width=32, height=32, count=6, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(500000, 5000000, 10, 10)) as dst:
+        dst.write(data)
+    args = (None, ["identity"], "dpmpp", 20, "ddpm", 50, 3, "default", 0, 0)
+    with pytest.raises(gr.Error, match="Advanced settings"):
+        app.compare([str(p)], *args, "", None)
+    _, _, _, _, df, downloads, notes, _ = app.compare([str(p)], *args, "4,3,2", None)
+    assert list(df["method"]) == ["identity"] and any(d.endswith(".tif") for d in downloads)

@@ -159,6 +159,19 @@ def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
     with pytest.raises(WeightsError, match="controlnet_k2"):
         m([_image(32, 32)], steps=2, inr=2)
 
+    mismatch = tmp_path / "mismatch"  # a ControlNet from another prior
+    shutil.copytree(tiny_folder, mismatch)
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    wrong = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, down_block_types=("DownBlock2D",) * 2,
+                                 up_block_types=("UpBlock2D",) * 2, mid_block_type="UNetMidBlock2D",
+                                 block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=8)
+    shutil.rmtree(mismatch / "controlnet_k3")
+    ControlNetModel.from_unet(wrong, conditioning_embedding_out_channels=(8,), conditioning_channels=4) \
+        .save_pretrained(str(mismatch / "controlnet_k3"))
+    with pytest.raises(WeightsError, match="controlnet_k3: does not match the prior"):
+        IDFCR(str(mismatch))([_image(32, 32)], steps=2)
+
     other = tmp_path / "other"
     shutil.copytree(tiny_folder, other)
     weights.write_meta(other, {"method": "diffcr"})
@@ -277,13 +290,24 @@ def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
             assert torch.equal(frozen[n][k], v), f"{n}.{k} changed"
     with pytest.raises(ConfigError, match="K=3"):
         ControlNetTask(cfg(1, "run3"))
+    # a common start for every K: init_from + task_options.init_subfolder
+    c = cfg(2, "run2")
+    c.task_options["init_subfolder"] = "controlnet_k1"
+    t2 = ControlNetTask(c)
+    m2 = t2.build_model()
+    done = t2.load_init(m2, tiny_folder)
+    assert set(done) == {"step", "seconds", "best"} and done["best"] == -1.0
+    from diffusers import ControlNetModel
+    k1 = ControlNetModel.from_pretrained(str(tiny_folder / "controlnet_k1")).state_dict()
+    assert all(torch.equal(v, k1[k]) for k, v in m2.state_dict().items())
     with pytest.raises(ConfigError):
         ControlNetTask(cfg(4, "run4"))
 
 
 # ----------------------------------------------------------------------------------------------- the chain
 def test_train_chain_smoke(tmp_path):
-    """autoencoder -> prior -> controlnet with the smoke configs (2 steps each), then the method runs."""
+    """``cloudrm train`` autoencoder -> prior -> controlnet with the smoke configs (2 steps each, all into one
+    weights folder), then the method runs on what they exported."""
     from conftest import need
 
     root = need("RICE1")
@@ -294,14 +318,21 @@ def test_train_chain_smoke(tmp_path):
 
     torch.manual_seed(0)
     PixelCR(dim=16, stem_dims=(8,), depths=(1,), heads=2, window=4).save_pretrained(str(exp / "pixel_cr"))
+    # the CLI's own entry point, three times in one interpreter (one import of torch/diffusers instead of three)
+    calls = []
     for task in ("autoencoder", "prior", "controlnet"):
-        cmd = [sys.executable, "-m", "cloudrm", "train", task, "--config", str(CONFIGS / f"{task}-rice2-smoke.json"),
-               "--stop-at-step", "2", "--run-dir", str(tmp_path / f"run-{task}"), "--export-dir", str(exp)]
-        if task == "controlnet":
-            cmd += ["--inr", "2"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        assert json.loads(proc.stdout.strip().splitlines()[-1])["psnr"] > 0
+        argv = ["train", task, "--config", str(CONFIGS / f"{task}-rice2-smoke.json"), "--stop-at-step", "2",
+                "--run-dir", str(tmp_path / f"run-{task}"), "--export-dir", str(exp)]
+        calls.append(argv + (["--inr", "2"] if task == "controlnet" else []))
+    code = ("import sys; from cloudrm.cli import main\n"
+            f"for argv in {calls!r}:\n"
+            "    rc = main(argv)\n"
+            "    if rc: sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"') and '"step"' not in line]
+    assert len(results) == 3 and all(r["psnr"] > 0 for r in results)
     meta = weights.read_meta(exp)
     assert meta["method"] == "idf-cr"
     assert set(meta["components"]) >= {"vae", "prior", "controlnet_k2"}

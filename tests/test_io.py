@@ -157,7 +157,10 @@ def test_write_is_atomic_and_validates(tmp_path):
 
 
 def test_decompression_bomb_refused(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
     monkeypatch.setattr(io, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)  # restored after the test
     p = tmp_path / "big.png"
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(p)
     with pytest.raises(InputError, match="large"):

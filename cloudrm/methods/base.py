@@ -63,7 +63,7 @@ class Method:
         self.device = torch.device(device) if device else torch.device("cpu")
         self.weights_id = None
         self.meta: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards lazily loaded parts (e.g. IDF-CR's ControlNets)
 
     def settings(self, sampler: str | None, steps: int | None, inr: int | None) -> dict[str, Any]:
         """Check the options (the same rules for every method) and fill in the method's defaults."""

@@ -193,7 +193,9 @@ def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
         try:
             model = cls.from_pretrained(repo, subfolder=comp.get("subfolder"), revision=rev or None)
         except Exception as exc:  # offline, missing, auth: one line
-            raise WeightsError(f"{name}: '{hub}' could not be loaded from the Hugging Face Hub "
+            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            offline = " while offline (HF_HUB_OFFLINE is set)" if offline else ""
+            raise WeightsError(f"{name}: '{hub}' could not be loaded from the Hugging Face Hub{offline} "
                                f"({_first_line(exc)})") from None
         return model.eval().float()
     return weights.load_model(cls, folder, name).float()
@@ -233,6 +235,9 @@ class IDFCR(Method):
         self.prior = load_component(UNet2DConditionModel, self.folder, "prior", self.meta).to(self.device)
         self.prior.requires_grad_(False)
         self.vae.requires_grad_(False)
+        if self.prior.config.in_channels != self.vae.config.latent_channels:
+            raise WeightsError(f"{self.folder / 'prior'}: expects {self.prior.config.in_channels}-channel latents, but "
+                               f"the VAE makes {self.vae.config.latent_channels}; the parts do not belong together")
         self.null_embedding = load_null_embedding(self.folder, self.meta)
         self.color_fix = bool(self.meta.get("color_fix", True))
         self.color_fix_sigma = float(self.meta.get("color_fix_sigma", DEFAULT_COLOR_FIX_SIGMA))
@@ -249,6 +254,12 @@ class IDFCR(Method):
 
                 net = weights.load_model(ControlNetModel, self.folder, f"controlnet_k{k}").float().to(self.device)
                 net.requires_grad_(False)
+                if (tuple(net.config.block_out_channels) != tuple(self.prior.config.block_out_channels)
+                        or net.config.layers_per_block != self.prior.config.layers_per_block
+                        or net.config.conditioning_channels != self.vae.config.latent_channels):
+                    raise WeightsError(f"{self.folder / f'controlnet_k{k}'}: does not match the prior "
+                                       f"(channels {tuple(net.config.block_out_channels)} vs "
+                                       f"{tuple(self.prior.config.block_out_channels)}) or the VAE's latents")
                 self.controlnets[k] = net
             self.controlnet = self.controlnets[k]
             return self.controlnets[k]

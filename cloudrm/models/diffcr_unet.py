@@ -105,17 +105,19 @@ class DiffCRUNet(ModelMixin, ConfigMixin):
     def encode_condition(self, dates: torch.Tensor, n_dates: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Per-level condition features, mean-fused over the valid dates. dates (B, N, C, H, W)."""
         b, n = dates.shape[:2]
-        f = self.cond_stem(dates.flatten(0, 1))
         if n_dates is None:
-            weight = torch.full((b, n), 1.0 / n, device=dates.device)
-        else:
-            valid = (torch.arange(n, device=dates.device)[None] < n_dates.to(dates.device)[:, None]).float()
-            weight = valid / valid.sum(1, keepdim=True)
+            n_dates = torch.full((b,), n, device=dates.device)
+        n_dates = n_dates.to(dates.device).long()
+        # encode only the dates that exist (training pads to 3), then average them per image
+        valid = (torch.arange(n, device=dates.device)[None] < n_dates[:, None]).flatten()
+        owner = torch.arange(b, device=dates.device).repeat_interleave(n)[valid]
+        weight = (1.0 / n_dates.float())[owner]
+        f = self.cond_stem(dates.flatten(0, 1)[valid])
         feats = []
         for i, level in enumerate(self.cond_levels):
             f = level(f)
-            fused = (f.unflatten(0, (b, n)) * weight[:, :, None, None, None].to(f.dtype)).sum(1)
-            feats.append(fused)
+            fused = torch.zeros((b,) + f.shape[1:], device=f.device, dtype=f.dtype)
+            feats.append(fused.index_add(0, owner, f * weight[:, None, None, None].to(f.dtype)))
             if i < len(self.cond_down):
                 f = self.cond_down[i](f)
         return feats

@@ -18,8 +18,9 @@ default: this run's export folder, where the earlier tasks exported them). Weigh
 (``task_options.storage_dtype``) to keep the bundled folders small; they load back in fp32.
 
 Equal budget across K: every ControlNet starts from the same ControlNet — ``from_unet(prior)`` with the config's
-seed (zero convs are zero; the rest is the prior's copy), or the ``init_from`` folder's ControlNet — and sees the
-same number of batches (``stop_at_step``) in the same order; K only changes the passes taken per batch.
+seed (zero convs are zero; the rest is the prior's copy), or one ControlNet in the ``init_from`` folder named by
+``task_options.init_subfolder`` — and sees the same number of batches (``stop_at_step``) in the same order (same
+seed); K only changes the passes taken per batch. Each K needs its own ``--run-dir`` (checked).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ AE_DEFAULTS: dict[str, Any] = dict(
     mid_block_add_attention=False)
 PRIOR_DEFAULTS: dict[str, Any] = dict(
     sample_size=32, down_block_types=["DownBlock2D"] * 3, up_block_types=["UpBlock2D"] * 3,
-    mid_block_type="UNetMidBlock2D", block_out_channels=[32, 64, 128], layers_per_block=2, norm_num_groups=16,
+    mid_block_type="UNetMidBlock2D", block_out_channels=[32, 64, 128], layers_per_block=1, norm_num_groups=16,
     cross_attention_dim=32)
 CONTROLNET_DEFAULTS: dict[str, Any] = dict(conditioning_embedding_out_channels=[16])
 
@@ -158,6 +159,12 @@ class LatentTask(Task):
         self.frozen[name] = model
         return model
 
+    def done_before(self, folder: Path, subfolder: str | None = None) -> dict[str, Any]:
+        """What ``load_init`` returns to the loop: the shipped part's steps, seconds and best validation."""
+        info = (weights.read_meta(folder).get("components") or {}).get(subfolder or self.subfolder, {})
+        return {"step": int(info.get("trained_steps", 0)), "seconds": 60.0 * float(info.get("train_minutes", 0.0)),
+                "best": float((info.get("validation") or {}).get("psnr", -1.0))}
+
     def to_device(self, device) -> None:
         if self._device != device:
             for m in self.frozen.values():
@@ -225,11 +232,13 @@ class AutoencoderTask(LatentTask):
 
         return _AEWithKL(AutoencoderKL(**{**AE_DEFAULTS, **self.cfg.model}))
 
-    def load_init(self, model, folder: Path) -> None:
+    def load_init(self, model, folder: Path) -> dict[str, Any]:
         from diffusers import AutoencoderKL
 
         src = weights.load_model(AutoencoderKL, folder, self.subfolder).float()
         model.vae.load_state_dict(src.state_dict())
+        model.vae.register_to_config(scaling_factor=src.config.scaling_factor, shift_factor=src.config.shift_factor)
+        return self.done_before(folder)
 
     def train_dataset(self):
         return self.clear_dataset()
@@ -320,10 +329,11 @@ class PriorTask(LatentTask):
         c = vae.config.latent_channels
         return UNet2DConditionModel(**{**PRIOR_DEFAULTS, **self.cfg.model, "in_channels": c, "out_channels": c})
 
-    def load_init(self, model, folder: Path) -> None:
+    def load_init(self, model, folder: Path) -> dict[str, Any]:
         from diffusers import UNet2DConditionModel
 
         model.load_state_dict(weights.load_model(UNet2DConditionModel, folder, self.subfolder).float().state_dict())
+        return self.done_before(folder)
 
     def train_dataset(self):
         return self.clear_dataset()
@@ -432,18 +442,28 @@ class ControlNetTask(LatentTask):
             prior, conditioning_embedding_out_channels=tuple(opts["conditioning_embedding_out_channels"]),
             conditioning_channels=vae.config.latent_channels)
 
-    def load_init(self, model, folder: Path) -> None:
+    @property
+    def init_subfolder(self) -> str:
+        """The subfolder of ``init_from`` to start from: ``task_options.init_subfolder`` (e.g. one common
+        ControlNet for every K) or this K's own ``controlnet_k{K}`` (fine-tuning the shipped one)."""
+        return self.cfg.task_options.get("init_subfolder") or self.subfolder
+
+    def load_init(self, model, folder: Path) -> dict[str, Any]:
+        """Start from ``init_from``'s ControlNet. Its step count is kept (give every K the same
+        ``--stop-at-step`` = start steps + budget); a common start from another subfolder does not carry its
+        validation score, so this K's first validation always exports."""
         from diffusers import ControlNetModel
 
-        want = self.cfg.task_options.get("init_subfolder")
-        names = [want] if want else [self.subfolder] + [f"controlnet_k{k}" for k in M.INR_CHOICES]
-        for name in names:
-            if (folder / name / "config.json").exists():
-                src = weights.load_model(ControlNetModel, folder, name).float()
-                model.load_state_dict(src.state_dict())
-                self.init_source = str(folder / name)
-                return
-        raise ConfigError(f"{folder}: no ControlNet to start from ({', '.join(names)})")
+        name = self.init_subfolder
+        if not (folder / name / "config.json").exists():
+            raise ConfigError(f"{folder / name}: no ControlNet to start from")
+        src = weights.load_model(ControlNetModel, folder, name).float()
+        model.load_state_dict(src.state_dict())
+        self.init_source = str(folder / name)
+        done = self.done_before(folder, name)
+        if name != self.subfolder:
+            done["best"] = -1.0
+        return done
 
     def train_dataset(self):
         self._train_ds = super().train_dataset()

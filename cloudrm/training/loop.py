@@ -66,12 +66,16 @@ class TrainConfig:
         return cls(**cfg)
 
 
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
+def _lr_lambda(cfg: TrainConfig, start: int = 0):
+    """Linear warm-up, then cosine decay to 5 % over ``max_steps``. ``start`` > 0 (fine-tuning shipped
+    weights that were trained ``start`` steps) continues the cosine where it was, after a short re-warm-up."""
+    def f(i: int) -> float:
+        step = start + i
+        warm = min(1.0, (i + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
         if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
+            return warm
         p = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+        return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
     return f
 
 
@@ -115,7 +119,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task = make_task(cfg)
-    fmt = {"task": cfg.task, "variant": cfg.variant, "task_dir": task.weights_dir}
+    fmt = {"task": cfg.task, "variant": cfg.variant, "task_dir": task.weights_dir,
+           "inr": cfg.task_options.get("inr", "")}
     run_dir = Path(os.path.expanduser(cfg.run_dir.format(**fmt)))
     export_dir = Path(cfg.export_dir.format(**fmt))
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
@@ -125,27 +130,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     model = task.build_model()
     checkpoint = _last_checkpoint(run_dir)
-    if checkpoint is None and cfg.init_from and Path(cfg.init_from).exists():
-        task.load_init(model, Path(cfg.init_from))
-        accelerator.print(f"starting from weights {cfg.init_from}")
+    state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": -1.0}
+    if checkpoint is None and cfg.init_from and (Path(cfg.init_from) / getattr(task, "init_subfolder", task.subfolder)).exists():
+        # no checkpoint (e.g. a new session): fine-tune the shipped weights, keeping their step count,
+        # wall time and validation score, so a worse export never replaces them
+        done_before = task.load_init(model, Path(cfg.init_from))
+        state.update(done_before, lr_start=done_before["step"])
+        accelerator.print(f"starting from weights {cfg.init_from} ({done_before})")
     dataset = task.train_dataset()
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                         drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, state["step"]))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=cfg.ema_decay) if cfg.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
-    state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": -1.0}
     log: list[dict] = []
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / "cloudrm_state.json").read_text())
         log = json.loads((run_dir / "log.json").read_text()) if (run_dir / "log.json").exists() else []
         log = [r for r in log if r["step"] <= state["step"]]
+        inner = getattr(scheduler, "scheduler", scheduler)  # the LR curve's offset is not in the state dict
+        inner.lr_lambdas = [_lr_lambda(cfg, state.get("lr_start", 0))]
         accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
 
     def save_checkpoint() -> None:

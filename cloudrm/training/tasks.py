@@ -34,9 +34,13 @@ class Task:
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def load_init(self, model: torch.nn.Module, folder: Path) -> None:
+    def load_init(self, model: torch.nn.Module, folder: Path) -> dict[str, Any]:
+        """Load shipped weights into ``model``; returns their step count, seconds and best validation."""
         src = type(model).from_pretrained(str(folder / self.subfolder))
         model.load_state_dict(src.state_dict())
+        info = (weights.read_meta(folder).get("components") or {}).get(self.subfolder, {})
+        return {"step": int(info.get("trained_steps", 0)), "seconds": 60.0 * float(info.get("train_minutes", 0.0)),
+                "best": float((info.get("validation") or {}).get("psnr", -1.0))}
 
     # -- data and loss
     def train_dataset(self):
@@ -99,7 +103,9 @@ class Task:
         return res
 
     def export(self, model, folder: Path, meta: dict[str, Any]) -> None:
-        model.save_pretrained(str(folder / self.subfolder))
+        # fp16 storage keeps every shipped file under 10 MB; loading casts back to fp32
+        import copy
+        copy.deepcopy(model).half().save_pretrained(str(folder / self.subfolder))
         info = weights.read_meta(folder) or {}
         info.update({"method": self.method, "variant": self.cfg.variant, "bands": ["B04", "B03", "B02"]})
         comp = info.setdefault("components", {})

@@ -1,0 +1,116 @@
+"""Methods through the public API with tiny untrained weights folders (no training in tests)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import cloudrm
+from cloudrm import weights
+from cloudrm.errors import ConfigError, InputError, WeightsError
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from cloudrm.models.diffcr_unet import DiffCRUNet
+    from cloudrm.models.pixel_cr import PixelCR
+
+    root = tmp_path_factory.mktemp("w")
+    torch.manual_seed(0)
+    DiffCRUNet(width=8).save_pretrained(root / "diffcr" / "unet")
+    weights.write_meta(root / "diffcr", {"method": "diffcr", "variant": "tiny", "bands": ["B04", "B03", "B02"]})
+    PixelCR(dim=16, stem_dims=(8, 16), depths=(2,), heads=2).save_pretrained(root / "pcr" / "pixel_cr")
+    weights.write_meta(root / "pcr", {"method": "idf-cr", "variant": "tiny", "bands": ["B04", "B03", "B02"]})
+    return root
+
+
+def test_identity_and_median():
+    rng = np.random.default_rng(0)
+    d = [rng.random((3, 32, 32), dtype=np.float32) for _ in range(3)]
+    res = cloudrm.load_method("identity")(d)
+    np.testing.assert_array_equal(res.image, d[0])
+    med = cloudrm.load_method("median")(d)
+    np.testing.assert_allclose(med.image, np.median(np.stack(d), 0), atol=1e-6)
+    assert cloudrm.load_method("median") is cloudrm.load_method("median")     # cached
+
+
+def test_diffcr_seeds_dates_and_uncertainty(tiny_weights):
+    m = cloudrm.load_method("diffcr", str(tiny_weights / "diffcr"))
+    rng = np.random.default_rng(0)
+    d = [rng.random((3, 40, 56), dtype=np.float32) for _ in range(3)]
+    a = m(d, steps=3, seed=1)
+    b = m(d, steps=3, seed=1)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.image.shape == (3, 40, 56) and a.info["sampler"] == "dpmpp" and a.info["steps"] == 3
+    for n in (1, 2):
+        assert m(d[:n], steps=1).image.shape == (3, 40, 56)
+    u = m(d, steps=2, seed=1, samples=3)
+    assert u.maps["uncertainty"].shape == (40, 56) and u.maps["uncertainty"].max() > 0
+    np.testing.assert_array_equal(u.image, m(d, steps=2, seed=1).image)   # the output is the --seed sample
+    assert m(d).info["steps"] == 20                                        # the method's default
+
+
+def test_pixel_cr_returns_cloud_map(tiny_weights):
+    m = cloudrm.load_method("pixel-cr", str(tiny_weights / "pcr"))
+    d = np.random.default_rng(0).random((3, 50, 70), dtype=np.float32)
+    res = m([d, d])
+    assert res.image.shape == (3, 50, 70) and res.maps["cloud"].shape == (50, 70)
+    assert any("first" in n for n in res.info["notes"])
+
+
+def test_api_errors(tiny_weights):
+    m = cloudrm.load_method("median")
+    good = np.zeros((3, 32, 32), np.float32)
+    with pytest.raises(InputError):
+        m([])
+    with pytest.raises(InputError):
+        m([good] * 4)
+    with pytest.raises(InputError):
+        m([good, np.zeros((3, 32, 40), np.float32)])
+    with pytest.raises(InputError):
+        m([np.zeros((3, 8, 8), np.float32)])
+    with pytest.raises(ConfigError):
+        m([good], steps=0)
+    with pytest.raises(ConfigError):
+        m([good], sampler="euler")
+    with pytest.raises(ConfigError):
+        cloudrm.load_method("magic")
+    with pytest.raises(WeightsError):
+        cloudrm.load_method("diffcr", str(tiny_weights / "pcr"))           # weights of another method
+    bad = tiny_weights / "broken"
+    (bad / "unet").mkdir(parents=True)
+    (bad / "unet" / "config.json").write_text((tiny_weights / "diffcr" / "unet" / "config.json").read_text())
+    (bad / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 100)
+    weights.write_meta(bad, {"method": "diffcr"})
+    with pytest.raises(WeightsError, match="safetensors"):
+        cloudrm.load_method("diffcr", str(bad))
+
+
+def test_hub_weights_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as ei:
+        weights.resolve("diffcr", "someone/cloudrm-weights@main")
+    assert "\n" not in str(ei.value)
+
+
+def test_bench_json(tmp_path, tiny_weights):
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "-m", "cloudrm", "bench", "--methods", "median,diffcr", "--size", "64",
+                        "--dates", "2", "--steps", "2", "--repeats", "1", "--weights", str(tiny_weights / "diffcr"),
+                        "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["reference_gflops"] > 0
+    rows = {x["method"]: x for x in res["results"]}
+    for k in ("method", "size", "dates", "steps", "sampler", "seconds_median", "params", "gmacs", "gmacs_total",
+              "peak_rss_mb"):
+        assert k in rows["diffcr"], k
+    assert rows["diffcr"]["params"] > 0 and rows["diffcr"]["gmacs_total"] > rows["diffcr"]["gmacs"] > 0
