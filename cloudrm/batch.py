@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
-from .errors import CloudRMError, ConfigError, InputError
+from .errors import CloudRMError, ConfigError, InputError, one_line
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 raise
             except Exception as exc:  # one bad scene never stops the batch
                 failed += 1
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = one_line(exc)
                 kind = "" if isinstance(exc, CloudRMError) else f"{type(exc).__name__}: "
                 _say(f"{tag}failed {sc.name}: {kind}{msg}", err=True)
                 continue

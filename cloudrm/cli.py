@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import CloudRMError
+from .errors import CloudRMError, one_line
 
 
 def _add_method_flags(p: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except CloudRMError as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

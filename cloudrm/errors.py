@@ -5,6 +5,12 @@ Each message is one line that says what is wrong and, where possible, how to fix
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 class CloudRMError(Exception):
     """Base class of every error the project raises on purpose."""
 

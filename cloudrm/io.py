@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, one_line
 
 #: Sentinel-2 band order of Sen2_MTC files and the 4-band default: R, G, B, NIR = B4, B3, B2, B8.
 SENTINEL2_RGBN = ("B04", "B03", "B02", "B08")
@@ -82,6 +82,18 @@ def stretch(image: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.ndarr
 
 
 # ----------------------------------------------------------------------------------------------- reading
+def check_file(path: str | os.PathLike) -> Path:
+    """The path, if it names a non-empty file; else a one-line InputError."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file")
+    return p
+
+
 def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None = None,
                min_side: int = MIN_SIDE) -> Raster:
     """Read an image file into a :class:`Raster`; raises :class:`InputError` with one line on any problem.
@@ -90,13 +102,7 @@ def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None 
     are read as gray / RGB / RGB+NIR; files with more bands need ``bands`` unless their band descriptions
     name R, G and B. Images with a side under ``min_side`` px are refused (methods need at least 16).
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not an image")
-    if p.stat().st_size == 0:
-        raise InputError(f"{p}: empty file")
+    p = check_file(path)
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTS:
         raise InputError(f"{p}: unsupported file type '{ext}' (use {', '.join(IMAGE_EXTS)})")
@@ -299,7 +305,7 @@ def _why(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if "previous exception" in str(exc) and cause is not None and str(cause):
         exc = cause
-    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return one_line(exc)
 
 
 def to_rgb(raster: Raster) -> Raster:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io, synth
+from .errors import one_line
 from .datasets import VAL_FRACTION, data_root, rice_pairs, scene_folders, split_names
 
 GROUPS = {"RICE1": "RICE1 (thin clouds)", "RICE2": "RICE2 (thick clouds)", "Sentinel-2": "Sentinel-2 (three dates)"}
@@ -73,7 +74,7 @@ def _hub_root(repo: str) -> Path | None:
 
             path: Path | None = Path(snapshot_download(repo, repo_type="dataset"))
         except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = one_line(exc)
             _notices.append(f"samples repo '{repo}' unavailable ({msg[:120]}); using built-in samples")
             path = None
         _hub_cache[repo] = path

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, one_line
 from .methods.base import Result
 from .tiling import check_tiling, tile_starts, windows
 
@@ -69,16 +69,11 @@ def _open_dates(paths: Sequence[Path], stack: ExitStack) -> list:
 
     srcs = []
     for p in paths:
-        if not p.exists():
-            raise InputError(f"{p}: no such file")
-        if p.is_dir():
-            raise InputError(f"{p}: is a folder, not an image")
-        if p.stat().st_size == 0:
-            raise InputError(f"{p}: empty file")
+        io.check_file(p)
         try:
             srcs.append(stack.enter_context(rasterio.open(p)))
         except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = one_line(exc)
             raise InputError(f"{p}: not a readable TIFF ({msg})") from None
     return srcs
 

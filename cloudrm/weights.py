@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsError
+from .errors import WeightsError, one_line
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "weights"
 #: method -> (weights folder under assets/weights, default variant, variants)
@@ -71,7 +71,7 @@ def _download(spec: str) -> Path:
     try:
         return Path(snapshot_download(repo, revision=rev or None, allow_patterns=["*.json", "*.safetensors", "*/*"]))
     except Exception as exc:  # offline, not found, auth: all one line
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = one_line(exc)
         raise WeightsError(f"weights '{spec}' could not be fetched from the Hugging Face Hub ({msg[:160]})") from None
 
 
@@ -94,7 +94,7 @@ def load_model(cls, folder: Path, subfolder: str):
     try:
         model = cls.from_pretrained(str(path))
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = one_line(exc)
         files = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))) or "no .safetensors file"
         raise WeightsError(f"{path}: cannot load {files} ({msg[:300]})") from None
     return model.float().eval()  # weights may be stored in fp16; compute in fp32

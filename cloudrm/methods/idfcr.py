@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling, weights
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError, WeightsError, one_line
 from ..models.blocks import pad_to_multiple
 from .base import Method, ProgressFn, as_dates
 from .pixelcr import pixel_cr_forward
@@ -175,8 +175,7 @@ def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: st
 
 # ----------------------------------------------------------------------------------------------- loading
 def _first_line(exc: BaseException) -> str:
-    s = str(exc)
-    return (s.splitlines()[0] if s else type(exc).__name__)[:160]
+    return one_line(exc)[:160]
 
 
 def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
