@@ -197,6 +197,29 @@ def test_hub_stable_diffusion_parts_offline_is_one_line(tiny_folder, tmp_path, m
     assert "stabilityai/stable-diffusion-2-1-base" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_parts_shared_with_another_variant_folder(tiny_folder, tmp_path):
+    """rice1 may use rice2's VAE and prior: {"folder": "../rice2"} in cloudrm.json; same output as a full copy."""
+    from cloudrm.methods.idfcr import IDFCR
+
+    full = tmp_path / "rice2"
+    shutil.copytree(tiny_folder, full)
+    thin = tmp_path / "rice1"
+    thin.mkdir()
+    for part in ("pixel_cr", "controlnet_k1", "controlnet_k2"):
+        shutil.copytree(full / part, thin / part)
+    meta = weights.read_meta(full)
+    meta["components"] = {part: {"folder": "../rice2"} for part in ("vae", "prior", "controlnet_k3")}
+    weights.write_meta(thin, meta)
+    x = _image(64, 64)
+    a = IDFCR(str(full))(x[None], steps=3, seed=1).image
+    b = IDFCR(str(thin))(x[None], steps=3, seed=1).image
+    assert np.array_equal(a, b)
+    shutil.rmtree(full / "vae")
+    with pytest.raises(WeightsError) as e:
+        IDFCR(str(thin))
+    assert "vae" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_text_context_for_cross_attention_unets():
     from diffusers import UNet2DConditionModel
 

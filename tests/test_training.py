@@ -44,6 +44,31 @@ def test_train_resume_export(tmp_path, task, cfg, sub):
     assert (exp / sub / "diffusion_pytorch_model.safetensors").exists()
 
 
+def test_init_from_weights_same_or_other_variant(tmp_path):
+    """init_from (no checkpoint yet): the same variant's weights continue their step count; another variant's
+    (e.g. sen2 -> rice2) start a new run from them, recorded in the metadata. bf16 autocast on the CPU."""
+    need("RICE1")
+    exp = tmp_path / "exp"
+    _train("pixel-cr", "pixel-cr-smoke.json", tmp_path / "run0", exp, 2)
+    base = json.loads((CONFIGS / "pixel-cr-smoke.json").read_text())
+    variant = base["variant"]
+    for name, var, stop, steps in (("same", variant, 3, [3]), ("other", "other", 2, [1, 2])):
+        cfg = tmp_path / f"{name}.json"
+        cfg.write_text(json.dumps({**base, "variant": var, "init_from": str(exp)}))
+        out = tmp_path / f"exp-{name}"
+        r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg),
+                            "--stop-at-step", str(stop), "--run-dir", str(tmp_path / f"run-{name}"),
+                            "--export-dir", str(out), "--mixed-precision", "bf16"],
+                           capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "starting from weights" in r.stdout + r.stderr
+        log = json.loads((tmp_path / f"run-{name}" / "log.json").read_text())
+        assert [e["step"] for e in log if "loss" in e] == steps
+        meta = json.loads((out / "cloudrm.json").read_text())["components"]["pixel_cr"]
+        assert meta["trained_steps"] == stop and meta["mixed_precision"] == "bf16"
+        assert ("initialised_from" in meta) == (name == "other")
+
+
 def test_two_processes_keep_replicas_identical(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` runs on CPU with the gloo backend."""
     need("RICE1")

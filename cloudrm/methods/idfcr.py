@@ -179,11 +179,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
-    """A part of the weights folder: ``folder/name`` (save_pretrained), or a hub id given in the metadata.
+    """A part of the weights folder: ``folder/name`` (save_pretrained), the same part of another folder named
+    (relative to this one) by the metadata's ``{"folder": ...}``, or a hub id given in the metadata.
 
     Local weights may be stored in fp16 (size budget); they are returned in fp32 for CPU inference.
     """
     comp = (meta.get("components") or {}).get(name) or {}
+    shared = comp.get("folder")
+    if shared and not (folder / name / "config.json").exists():
+        # another bundled variant's part, e.g. rice1 uses rice2's VAE and prior: {"folder": "../rice2"}
+        return weights.load_model(cls, (folder / shared).resolve(), name).float()
     hub = comp.get("hub")
     if hub and not (folder / name / "config.json").exists():
         os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
@@ -251,7 +256,7 @@ class IDFCR(Method):
             if k not in self.controlnets:
                 from diffusers import ControlNetModel
 
-                net = weights.load_model(ControlNetModel, self.folder, f"controlnet_k{k}").float().to(self.device)
+                net = load_component(ControlNetModel, self.folder, f"controlnet_k{k}", self.meta).to(self.device)
                 net.requires_grad_(False)
                 if (tuple(net.config.block_out_channels) != tuple(self.prior.config.block_out_channels)
                         or net.config.layers_per_block != self.prior.config.layers_per_block

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -142,12 +143,13 @@ class LatentTask(Task):
         c = self.cfg.task_options.get("components")
         if c:
             return Path(c)
-        return Path(self.cfg.export_dir.format(task=self.cfg.task, variant=self.cfg.variant, task_dir=self.weights_dir))
+        return Path(os.path.expanduser(self.cfg.export_dir.format(
+            task=self.cfg.task, variant=self.cfg.variant, task_dir=self.weights_dir, inr=self.cfg.task_options.get("inr", ""))))
 
     def load_frozen(self, name: str, cls) -> torch.nn.Module:
         folder = self.components_dir()
-        if not (folder / name / "config.json").exists() and not (
-                (weights.read_meta(folder).get("components") or {}).get(name) or {}).get("hub"):
+        comp = (weights.read_meta(folder).get("components") or {}).get(name) or {}
+        if not (folder / name / "config.json").exists() and not (comp.get("hub") or comp.get("folder")):
             raise WeightsError(f"{folder / name}: missing; train the '{name}' part first "
                                f"(or set task_options.components to a folder that has it)")
         meta = weights.read_meta(folder)
@@ -413,7 +415,7 @@ class ControlNetTask(LatentTask):
         import json
         import os
 
-        fmt = {"task": self.cfg.task, "variant": self.cfg.variant, "task_dir": self.weights_dir}
+        fmt = {"task": self.cfg.task, "variant": self.cfg.variant, "task_dir": self.weights_dir, "inr": self.k}
         run_dir = Path(os.path.expanduser(self.cfg.run_dir.format(**fmt)))
         marker = run_dir / "inr.json"
         if marker.exists():

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .. import weights
+
 
 @dataclass
 class TrainConfig:
@@ -32,6 +34,7 @@ class TrainConfig:
     run_dir: str = "~/.cache/cloudrm/runs/{task}-{variant}"
     export_dir: str = "assets/weights/{task_dir}/{variant}"
     init_from: str | None = None              # weights folder to start from when no checkpoint exists
+    export_last: bool = False                 # export at every validation, not only when it improved
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +125,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fmt = {"task": cfg.task, "variant": cfg.variant, "task_dir": task.weights_dir,
            "inr": cfg.task_options.get("inr", "")}
     run_dir = Path(os.path.expanduser(cfg.run_dir.format(**fmt)))
-    export_dir = Path(cfg.export_dir.format(**fmt))
+    export_dir = Path(os.path.expanduser(cfg.export_dir.format(**fmt)))
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
@@ -131,11 +134,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = task.build_model()
     checkpoint = _last_checkpoint(run_dir)
     state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": -1.0}
-    if checkpoint is None and cfg.init_from and (Path(cfg.init_from) / getattr(task, "init_subfolder", task.subfolder)).exists():
+    init_from = Path(os.path.expanduser(cfg.init_from)) if cfg.init_from else None
+    if checkpoint is None and init_from and (init_from / getattr(task, "init_subfolder", task.subfolder)).exists():
         # no checkpoint (e.g. a new session): fine-tune the shipped weights, keeping their step count,
         # wall time and validation score, so a worse export never replaces them
-        done_before = task.load_init(model, Path(cfg.init_from))
-        state.update(done_before, lr_start=done_before["step"])
+        done_before = task.load_init(model, init_from)
+        if weights.read_meta(init_from).get("variant", cfg.variant) == cfg.variant:
+            state.update(done_before, lr_start=done_before["step"])
+        else:  # another variant's weights (e.g. sen2 -> rice2): a new run that starts from them
+            state["init_from"] = {"folder": str(cfg.init_from), **done_before}
         accelerator.print(f"starting from weights {cfg.init_from} ({done_before})")
     dataset = task.train_dataset()
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
@@ -191,6 +198,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         meta = {"trained_steps": state["step"], "train_minutes": round(state["seconds"] / 60, 1),
                 "batch_size": cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
                 "validation": val, "config": asdict(cfg)}
+        if "init_from" in state:
+            meta["initialised_from"] = state["init_from"]
         task.export(net, export_dir, meta)
         if ema is not None:
             ema.restore(net.parameters())
@@ -232,6 +241,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 log.append({"step": state["step"], **{f"val_{k}": v for k, v in last_val.items()}})
                 accelerator.print(json.dumps(log[-1]), flush=True)
                 improved = last_val.get("psnr", 0.0) > state.get("best", -1.0)
+                if cfg.export_last:  # e.g. ControlNets compared at an equal budget: the last one ships
+                    improved = bool(last_val)
                 if improved:  # the best validation so far is what ships
                     state["best"] = last_val.get("psnr", 0.0)
             if state["step"] % cfg.checkpoint_every == 0 or done:

@@ -114,8 +114,11 @@ class Task:
             "batch_size": meta["batch_size"], "validation": meta["validation"],
             "training_data": self.cfg.data, "model": self.cfg.model, "lr": self.cfg.lr,
             "hardware": "CPU (2 cores)" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "mixed_precision": self.cfg.mixed_precision,
             "produced_by": f"python -m cloudrm train {self.cfg.task} --config ... (cloudrm)",
         }
+        if "initialised_from" in meta:
+            comp[self.subfolder]["initialised_from"] = meta["initialised_from"]
         weights.write_meta(folder, info)
 
 
