@@ -79,7 +79,7 @@ import torch  # noqa: E402
 import cloudrm  # noqa: E402
 from cloudrm import io, metrics, samples as samples_mod, weights as weights_mod  # noqa: E402
 from cloudrm.api import model_input, read_dates, remove_clouds, run_method, write_map  # noqa: E402
-from cloudrm.errors import CloudRMError, InputError  # noqa: E402
+from cloudrm.errors import CloudRMError  # noqa: E402
 from cloudrm.methods import METHODS, load_method, method_class  # noqa: E402
 
 try:  # ZeroGPU: the decorator asks for a GPU per call; off Spaces the package is a no-op (or absent)
@@ -236,31 +236,10 @@ def _check_inputs(images, reference=None) -> tuple[list[str], str | None]:
     return paths, (ref[0] if ref else None)
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """(C,H,W) -> (3,H,W): gray repeated, extra bands (NIR) dropped."""
-    if image.shape[0] == 1:
-        return np.repeat(image, 3, axis=0)
-    if image.shape[0] == 2:
-        return np.repeat(image[:1], 3, axis=0)
-    return image[:3]
-
-
-def _read_reference(ref_path: str | None, like: io.Raster, bands=None) -> np.ndarray | None:
-    """The reference in display values (3,H,W), checked against the dates' size."""
-    if ref_path is None:
-        return None
-    is_tiff = Path(ref_path).suffix.lower() in (".tif", ".tiff")
-    ref = io.read_image(ref_path, bands if is_tiff else None)
-    if ref.shape != like.shape:
-        raise InputError(f"reference {Path(ref_path).name} is {ref.shape[1]}x{ref.shape[0]} but the dates are "
-                         f"{like.shape[1]}x{like.shape[0]}; the reference must show the same place at the same size")
-    return _rgb(io.to_display(ref))
-
-
 def _metrics(image: np.ndarray, ref: np.ndarray | None, seconds: float | None) -> dict[str, float | None]:
     """psnr, ssim, rmse (None without a reference), niqe, brisque (None when not computable), seconds.
     Non-finite values (PSNR of an exact copy) are reported as None: JSON has no infinity."""
-    res = metrics.evaluate(_rgb(image), ref)
+    res = metrics.evaluate(io.as_rgb(image), ref)
     out = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in res.items()}
     out["seconds"] = None if seconds is None else round(float(seconds), 4)
     return {k: out.get(k) for k in ("psnr", "ssim", "rmse", "niqe", "brisque", "seconds")}
@@ -276,13 +255,6 @@ def _colormap(m: np.ndarray, vmax: float | None = None, name: str = "magma") -> 
 
 
 # ----------------------------------------------------------------------------------------------- methods
-def _variants_present(name: str) -> list[str]:
-    if name not in weights_mod.VARIANTS:
-        return []
-    return [v for v in weights_mod.VARIANTS[name][2]
-            if (weights_mod.bundled_dir(name, v) / "cloudrm.json").exists()]
-
-
 _status_lock = threading.Lock()
 _status_cache: dict[tuple, str | None] = {}
 
@@ -301,7 +273,7 @@ def method_status(name: str) -> str | None:
         return "not in this version of cloudrm yet"
     except CloudRMError as exc:
         return _one_line(str(exc))
-    present = _variants_present(name)
+    present = weights_mod.variants_present(name)
     if not present:
         return "its bundled weights are not in this checkout yet"
     spec = _weights_for(name, None)
@@ -340,7 +312,7 @@ def _weights_for(name: str, pref: str | None) -> str | None:
     if name not in weights_mod.VARIANTS:
         return None
     _, default, variants = weights_mod.VARIANTS[name]
-    present = _variants_present(name)
+    present = weights_mod.variants_present(name)
     if pref and pref != "default":
         if pref not in ("rice1", "rice2", "sen2"):
             return pref
@@ -430,7 +402,7 @@ def _sample_copy(sample: samples_mod.Sample) -> tuple[list[str], str | None, str
     thumb = folder / "thumb.png"
     if not thumb.exists():
         r = io.read_image(dates[0])
-        io.write_image(thumb, _rgb(io.to_display(r)))
+        io.write_image(thumb, io.as_rgb(io.to_display(r)))
     return dates, ref, str(thumb)
 
 
@@ -453,66 +425,6 @@ def _group_samples(group: str) -> list[samples_mod.Sample]:
 
 
 # ----------------------------------------------------------------------------------------------- About
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k} {_fmt_value(x)}" for k, x in v.items())
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    return str(v)
-
-
-def _fmt_data(data: Any) -> str:
-    """Training data of a cloudrm.json component: the dataset lists, else everything."""
-    if isinstance(data, dict):
-        names = [str(x) for k in ("rice", "clear", "scenes", "train") for x in (data.get(k) or [])
-                 if isinstance(data.get(k), (list, tuple))]
-        if names:
-            extra = f" ({data['crop']} px crops)" if data.get("crop") else ""
-            return ", ".join(names) + extra
-    return _fmt_value(data) if data else "-"
-
-
-def weights_table() -> str:
-    """Markdown rows from each bundled weights folder's cloudrm.json (nothing retyped)."""
-    rows = []
-    seen = set()
-    for method in weights_mod.VARIANTS:
-        for variant in _variants_present(method):
-            folder = weights_mod.bundled_dir(method, variant)
-            if folder in seen:
-                continue
-            seen.add(folder)
-            try:
-                meta = weights_mod.read_meta(folder)
-            except CloudRMError as exc:
-                rows.append(f"| {folder.parent.name}/{variant} | - | - | - | {_clean(str(exc))} |")
-                continue
-            comps = meta.get("components") or {"": meta}
-            for sub, c in comps.items():
-                if not isinstance(c, dict):
-                    continue
-                val = c.get("validation")
-                val_txt = _fmt_value({k: v for k, v in val.items() if k != "val_seconds"}) if isinstance(val, dict) else "-"
-                data = c.get("training_data")
-                data_txt = _fmt_data(data)
-                train = []
-                if c.get("trained_steps") is not None:
-                    train.append(f"{c['trained_steps']} steps")
-                if c.get("train_minutes") is not None:
-                    train.append(f"{c['train_minutes']} min")
-                if c.get("hardware"):
-                    train.append(str(c["hardware"]))
-                rows.append(f"| {folder.parent.name}/{variant} ({meta.get('method', '?')}) | {sub or '-'} | "
-                            f"{data_txt} | {', '.join(train) or '-'} | {val_txt} |")
-    if not rows:
-        return "_No bundled weights in this checkout yet: only identity and median run._"
-    head = ("| weights | part | training data | training | validation (held-out, from cloudrm.json) |\n"
-            "|---|---|---|---|---|\n")
-    return head + "\n".join(rows)
-
-
 def _notebook_links() -> str:
     nbs = sorted((REPO / "notebooks").glob("*.ipynb"))
     space = os.environ.get("SPACE_ID")
@@ -534,7 +446,7 @@ def about_markdown() -> str:
     return (f"## cloudrm {cloudrm.__version__}\n\nRemoves clouds from optical satellite images: one to three "
             f"cloudy dates of one place in, one cloud-free estimate out.\n\n### Methods\n{ABOUT_METHODS}\n"
             f"### In this app\n" + "\n".join(status) +
-            f"\n\n### Weights\n{weights_table()}\n\n### Notebooks\n{_notebook_links()}\n\n"
+            f"\n\n### Weights\n{weights_mod.summary_table()}\n\n### Notebooks\n{_notebook_links()}\n\n"
             f"### Limits\nImages up to {MAX_SIDE} px a side (larger ones are refused; the CLI tiles any size), "
             f"uploads up to 20 MB, 1-{MAX_DATES} dates. PSNR/SSIM/RMSE are computed on the 8-bit PNG output "
             f"against the reference; NIQE/BRISQUE need no reference (lower is better).\n")
@@ -608,7 +520,7 @@ def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, in
         raise gr.Error(f"no method: choose one of {', '.join(METHODS)}", title="cloudrm", print_exception=False)
     with _user_errors(paths + ([ref_path] if ref_path else [])):
         rasters = read_dates(paths)
-        ref = _read_reference(ref_path, rasters[0])
+        ref = io.read_reference(ref_path, rasters[0])
         out = _workdir() / f"{Path(paths[0]).stem}_{method}.png"
 
         def cb(i, n):
@@ -626,7 +538,7 @@ def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, in
 
 # ----------------------------------------------------------------------------------------------- UI handlers
 def _preview_png(raster: io.Raster, path: Path) -> str:
-    io.write_image(path, _rgb(io.to_display(raster)))
+    io.write_image(path, io.as_rgb(io.to_display(raster)))
     return str(path)
 
 
@@ -650,7 +562,7 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
     bands = _none_if_blank(bands)
     with _user_errors(paths + ([ref_path] if ref_path else []), ui=True):
         rasters = read_dates(paths, bands)
-        ref = _read_reference(ref_path, rasters[0], bands)
+        ref = io.read_reference(ref_path, rasters[0], bands)
         dates, valid = model_input(rasters)
         work = _workdir()
         like = rasters[0]

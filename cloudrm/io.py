@@ -433,3 +433,24 @@ def _write_tiff(tmp: Path, image: np.ndarray, like: Raster | None, valid) -> Non
         dst.write(vals)
         for i, n in enumerate(names, 1):
             dst.set_band_description(i, n)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """(C,H,W) -> (3,H,W): gray repeated, extra bands (NIR) dropped."""
+    if image.shape[0] == 1:
+        return np.repeat(image, 3, axis=0)
+    if image.shape[0] == 2:
+        return np.repeat(image[:1], 3, axis=0)
+    return image[:3]
+
+
+def read_reference(ref_path: str | None, like: Raster, bands=None) -> np.ndarray | None:
+    """The reference in display values (3,H,W), checked against the dates' size."""
+    if ref_path is None:
+        return None
+    is_tiff = Path(ref_path).suffix.lower() in (".tif", ".tiff")
+    ref = read_image(ref_path, bands if is_tiff else None)
+    if ref.shape != like.shape:
+        raise InputError(f"reference {Path(ref_path).name} is {ref.shape[1]}x{ref.shape[0]} but the dates are "
+                         f"{like.shape[1]}x{like.shape[0]}; the reference must show the same place at the same size")
+    return as_rgb(to_display(ref))

@@ -103,3 +103,74 @@ def load_model(cls, folder: Path, subfolder: str):
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cloudrm.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def variants_present(method: str) -> list[str]:
+    """The bundled variants of ``method`` whose folder has a ``cloudrm.json`` in this checkout."""
+    if method not in VARIANTS:
+        return []
+    return [v for v in VARIANTS[method][2] if (bundled_dir(method, v) / "cloudrm.json").exists()]
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def _fmt_data(data: Any) -> str:
+    """Training data of a cloudrm.json component: the dataset lists, else everything."""
+    if isinstance(data, dict):
+        names = [str(x) for k in ("rice", "clear", "scenes", "train") for x in (data.get(k) or [])
+                 if isinstance(data.get(k), (list, tuple))]
+        if names:
+            extra = f" ({data['crop']} px crops)" if data.get("crop") else ""
+            return ", ".join(names) + extra
+    return _fmt_value(data) if data else "-"
+
+
+def summary_table() -> str:
+    """Markdown rows from each bundled weights folder's cloudrm.json (nothing retyped)."""
+    rows = []
+    seen = set()
+    for method in VARIANTS:
+        for variant in variants_present(method):
+            folder = bundled_dir(method, variant)
+            if folder in seen:
+                continue
+            seen.add(folder)
+            try:
+                meta = read_meta(folder)
+            except WeightsError as exc:
+                rows.append(f"| {folder.parent.name}/{variant} | - | - | - | {one_line(exc)} |")
+                continue
+            comps = meta.get("components") or {"": meta}
+            for sub, c in comps.items():
+                if not isinstance(c, dict):
+                    continue
+                if c.get("folder"):  # a part shared with another bundled variant
+                    rows.append(f"| {folder.parent.name}/{variant} ({meta.get('method', '?')}) | {sub} | "
+                                f"shared: {c['folder']}/{sub} | - | - |")
+                    continue
+                val = c.get("validation")
+                val_txt = _fmt_value({k: v for k, v in val.items() if k != "val_seconds"}) if isinstance(val, dict) else "-"
+                data = c.get("training_data")
+                data_txt = _fmt_data(data)
+                train = []
+                if c.get("trained_steps") is not None:
+                    train.append(f"{c['trained_steps']} steps")
+                if c.get("train_minutes") is not None:
+                    train.append(f"{c['train_minutes']} min")
+                if c.get("hardware"):
+                    train.append(str(c["hardware"]))
+                rows.append(f"| {folder.parent.name}/{variant} ({meta.get('method', '?')}) | {sub or '-'} | "
+                            f"{data_txt} | {', '.join(train) or '-'} | {val_txt} |")
+    if not rows:
+        return "_No bundled weights in this checkout yet: only identity and median run._"
+    head = ("| weights | part | training data | training | validation (held-out, from cloudrm.json) |\n"
+            "|---|---|---|---|---|\n")
+    return head + "\n".join(rows)

@@ -114,3 +114,21 @@ def test_bench_json(tmp_path, tiny_weights):
               "peak_rss_mb"):
         assert k in rows["diffcr"], k
     assert rows["diffcr"]["params"] > 0 and rows["diffcr"]["gmacs_total"] > rows["diffcr"]["gmacs"] > 0
+
+
+def test_weights_summary_table_reads_every_bundled_folder(tmp_path, monkeypatch):
+    """The README/app weights table comes from each folder's cloudrm.json: numbers, shared parts, bad JSON."""
+    root = tmp_path / "weights"
+    monkeypatch.setattr(weights, "BUNDLED", root)
+    assert "No bundled weights" in weights.summary_table()
+    weights.write_meta(root / "idfcr" / "rice2", {"method": "idf-cr", "components": {"vae": {
+        "trained_steps": 1500, "train_minutes": 42.5, "validation": {"psnr": 31.25, "val_seconds": 9.0},
+        "training_data": {"clear": ["AID"], "crop": 128}}}})
+    weights.write_meta(root / "idfcr" / "rice1", {"method": "idf-cr", "components": {"vae": {"folder": "../rice2"}}})
+    (root / "diffcr" / "sen2").mkdir(parents=True)
+    (root / "diffcr" / "sen2" / "cloudrm.json").write_text("{not json")
+    table = weights.summary_table()
+    assert "| idfcr/rice2 (idf-cr) | vae | AID (128 px crops) | 1500 steps, 42.5 min |" in table
+    assert "psnr 31.25" in table and "val_seconds" not in table
+    assert "shared: ../rice2/vae" in table
+    assert "diffcr/sen2" in table and "not valid JSON" in table

@@ -1,7 +1,6 @@
 """What each model trains on and how: one small class per task, all run by :func:`loop.train`."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
