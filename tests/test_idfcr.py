@@ -140,6 +140,28 @@ def test_color_fix_keeps_reference_low_frequencies():
     assert torch.equal(color_fix(ref, ref * 0.3, sigma=0), ref)
 
 
+def test_color_fix_modes(method, monkeypatch):
+    """residual: y_pcr + D(z0) - D(E(y_pcr)) is exactly y_pcr when the diffusion returns its condition;
+    lowpass keeps y_pcr's low frequencies only; none is D(z0); an unknown mode is a ConfigError."""
+    from cloudrm import sampling
+    from cloudrm.methods import idfcr as M
+
+    monkeypatch.setattr(sampling, "sample", lambda model_fn, sched, noise, **kw: M.encode(method.vae, PADDED[0]))
+    x = torch.from_numpy(_image(48, 40))[None]
+    from cloudrm.models.blocks import pad_to_multiple
+
+    PADDED = [pad_to_multiple(x, M.vae_factor(method.vae) * M.unet_multiple(method.prior))[0]]
+    outs = {m: M.idfcr_sample(method.vae, method.prior, method.get_controlnet(3), x, steps=2, fix_color=m,
+                              generator=torch.Generator().manual_seed(0)) for m in M.COLOR_FIX_MODES}
+    assert torch.allclose(outs["residual"], x, atol=1e-5)
+    plain = M.decode(method.vae, M.encode(method.vae, PADDED[0]))[..., :48, :40]
+    assert torch.allclose(outs["none"], plain, atol=1e-6)
+    assert not torch.allclose(outs["lowpass"], x, atol=1e-3)
+    assert M.color_fix_mode(True) == "lowpass" and M.color_fix_mode(False) == "none"
+    with pytest.raises(ConfigError):
+        M.color_fix_mode("wavelet")
+
+
 def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
     from cloudrm.methods.idfcr import IDFCR
 

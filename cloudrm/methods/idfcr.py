@@ -8,7 +8,7 @@
         eps = prior(z_t, t, + r_down, + r_mid)                  # FROZEN latent prior, epsilon prediction
         z_{t-1} = scheduler.step(eps, t, z_t)
     y = D(z_0)                                                 # VAE decoder
-    y = y - lowpass(y) + lowpass(y_pcr)                        # colour fix (optional, default on)
+    y = y - lowpass(y) + lowpass(y_pcr)                        # colour fix "lowpass" (or "residual", "none")
 
 Design choices (the paper and the official code differ; both are stated in ``docs``):
 
@@ -27,9 +27,15 @@ Design choices (the paper and the official code differ; both are stated in ``doc
   output conv is zero-initialised, so a fresh ControlNet leaves the frozen prior unchanged. Feeding the
   Pixel-CR image (a 2-level strided embedding) would also fit diffusers, but the latent is what the paper and
   the issue describe, costs one encoder pass per image, and works unchanged with a hub VAE (f = 8).
-* **Colour fix** (``color_fix``, default on; the official demo's wavelet fix does the same job): the output's
-  low frequencies (a Gaussian low-pass, ``color_fix_sigma`` px) are replaced by those of the Pixel-CR output,
-  which is already close to the reference there; the diffusion stage keeps only what it adds — detail.
+* **Colour fix** (``color_fix`` in ``cloudrm.json``): the latent stage is bounded by the autoencoder's
+  reconstruction, so its output is re-anchored on the Pixel-CR output ``y_pcr``:
+
+  - ``"lowpass"`` (the official demo's wavelet fix does the same job): the output's low frequencies (a Gaussian
+    low-pass, ``color_fix_sigma`` px) are replaced by those of ``y_pcr``; the diffusion keeps only the detail.
+  - ``"residual"``: ``y = y_pcr + D(z_0) - D(E(y_pcr))``: only what the diffusion *changed* in latent space is
+    added to ``y_pcr``. The autoencoder's own blur appears in both decodes and cancels, so where the diffusion
+    agrees with its condition the output is exactly ``y_pcr``.
+  - ``"none"``: ``D(z_0)`` as the paper describes it.
 
 Weights folder (``assets/weights/idfcr/<variant>/``): ``pixel_cr/ vae/ prior/ controlnet_k1/ controlnet_k2/
 controlnet_k3/`` and one ``cloudrm.json`` (method ``idf-cr``; per-part metadata under ``components``).
@@ -138,6 +144,20 @@ def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+COLOR_FIX_MODES = ("lowpass", "residual", "none")
+
+
+def color_fix_mode(value: Any) -> str:
+    """``cloudrm.json``'s ``color_fix``: a mode name, or true/false (older folders) for lowpass/none."""
+    if value is True or value is None:
+        return "lowpass"
+    if value is False:
+        return "none"
+    if value not in COLOR_FIX_MODES:
+        raise ConfigError(f"color_fix must be one of {', '.join(COLOR_FIX_MODES)}, got {value!r}")
+    return value
+
+
 def color_fix(out: torch.Tensor, reference: torch.Tensor, sigma: float = DEFAULT_COLOR_FIX_SIGMA) -> torch.Tensor:
     """Keep ``reference``'s (Pixel-CR's) low frequencies and ``out``'s high frequencies (B,C,H,W) in [0,1]."""
     if sigma <= 0:
@@ -148,7 +168,7 @@ def color_fix(out: torch.Tensor, reference: torch.Tensor, sigma: float = DEFAULT
 # ----------------------------------------------------------------------------------------------- the pipeline
 @torch.no_grad()
 def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: str = "ddpm", steps: int = 50,
-                 generator: torch.Generator, progress: ProgressFn | None = None, fix_color: bool = True,
+                 generator: torch.Generator, progress: ProgressFn | None = None, fix_color: bool | str = True,
                  color_fix_sigma: float = DEFAULT_COLOR_FIX_SIGMA,
                  null_embedding: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 2 on Pixel-CR outputs (B,3,H,W) in [0,1] -> (B,3,H,W) in [0,1]; any H, W (padded, cropped back)."""
@@ -167,9 +187,15 @@ def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: st
 
     z0 = sampling.sample(model_fn, make_scheduler(sampler), noise, steps=steps, generator=generator,
                          progress=progress)
-    out = decode(vae, z0)[..., :h, :w]
-    if fix_color:
-        out = color_fix(out, pixel_out.to(out.device).float(), color_fix_sigma)
+    mode = color_fix_mode(fix_color)
+    out = decode(vae, z0)
+    ref = pixel_out.to(out.device).float()
+    if mode == "residual":
+        out = (ref + (out - decode(vae, cond))[..., :h, :w]).clamp(0, 1)
+    elif mode == "lowpass":
+        out = color_fix(out[..., :h, :w], ref, color_fix_sigma)
+    else:
+        out = out[..., :h, :w]
     return out.float().cpu()
 
 
@@ -243,7 +269,7 @@ class IDFCR(Method):
             raise WeightsError(f"{self.folder / 'prior'}: expects {self.prior.config.in_channels}-channel latents, but "
                                f"the VAE makes {self.vae.config.latent_channels}; the parts do not belong together")
         self.null_embedding = load_null_embedding(self.folder, self.meta)
-        self.color_fix = bool(self.meta.get("color_fix", True))
+        self.color_fix = color_fix_mode(self.meta.get("color_fix", True))
         self.color_fix_sigma = float(self.meta.get("color_fix_sigma", DEFAULT_COLOR_FIX_SIGMA))
         self.controlnets: dict[int, torch.nn.Module] = {}
         self.controlnet: torch.nn.Module | None = None  # the last one used (counted by ``bench``)
@@ -299,5 +325,5 @@ class IDFCR(Method):
         return fc.get_total_flops() / 2e9
 
 
-__all__ = ["IDFCR", "BETA_SCHEDULE", "color_fix", "controlled_eps", "decode", "encode", "idfcr_sample",
+__all__ = ["IDFCR", "BETA_SCHEDULE", "COLOR_FIX_MODES", "color_fix", "controlled_eps", "decode", "encode", "idfcr_sample",
            "make_scheduler"]

@@ -547,7 +547,7 @@ class ControlNetTask(LatentTask):
                                      f"{self.cfg.seed}"),
                 "prior_fingerprint": _fingerprint(self.components_dir() / "prior"),
                 "validation_sampler": f"{opts.get('val_sampler', 'ddim')} {opts.get('val_steps', 10)} steps, "
-                                      f"colour fix {'on' if opts.get('color_fix', True) else 'off'}"}
+                                      f"colour fix {M.color_fix_mode(opts.get('color_fix', True))}"}
 
 
 LATENT_TASKS: dict[str, type[Task]] = {"autoencoder": AutoencoderTask, "prior": PriorTask,
