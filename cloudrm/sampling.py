@@ -96,11 +96,24 @@ def randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.devi
 
 @torch.no_grad()
 def sample(model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, noise: torch.Tensor, *,
-           steps: int, generator: torch.Generator, progress: ProgressFn | None = None) -> torch.Tensor:
-    """Run the reverse process from ``noise`` for ``steps`` steps; returns x_0 (or z_0)."""
+           steps: int, generator: torch.Generator, progress: ProgressFn | None = None,
+           init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+    """Run the reverse process from ``noise`` for ``steps`` steps; returns x_0 (or z_0).
+
+    ``init`` with ``strength`` < 1 (SDEdit / diffusers' img2img): ``init`` is noised to the schedule's timestep at
+    ``strength`` and only the last ``round(steps * strength)`` (at least 1) of the ``steps`` are run.
+    """
     scheduler.set_timesteps(steps, device=noise.device)
-    x = noise * scheduler.init_noise_sigma
     timesteps = scheduler.timesteps
+    if init is not None and strength < 1.0:
+        if not 0.0 < strength:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        timesteps = timesteps[len(timesteps) - max(1, round(len(timesteps) * strength)):]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(len(scheduler.timesteps) - len(timesteps))
+        x = scheduler.add_noise(init, noise, timesteps[:1])
+    else:
+        x = noise * scheduler.init_noise_sigma
     for i, t in enumerate(timesteps):
         out = model_fn(scheduler.scale_model_input(x, t), t)
         # DDPM draws its variance noise from the generator: keep it on the CPU generator's device

@@ -85,3 +85,26 @@ def test_epsilon_prediction_scheduler_recovers_x0():
 
         out = sampling.sample(oracle, sched, torch.randn(1, 4, 8, 8, generator=gen), steps=20, generator=gen)
         assert torch.allclose(out, x0, atol=2e-2), s
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp", "ddim", "ddpm"])
+def test_strength_starts_from_the_noised_init(sampler):
+    """SDEdit start: strength s runs the last round(steps*s) steps from init noised to that level; a model that
+    always predicts init (x0 prediction) then returns init; strength 1 ignores init."""
+    init = torch.rand(1, 3, 8, 8) * 2 - 1
+    noise = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def model_fn(x, t):
+        calls.append(int(t))
+        return init
+
+    sched = sampling.make_scheduler(sampler, prediction_type="sample")
+    out = sampling.sample(model_fn, sched, noise, steps=20, generator=torch.Generator().manual_seed(1),
+                          init=init, strength=0.3)
+    assert len(calls) == 6 and calls[0] < 400  # the last 6 of 20 timesteps over 1000
+    assert torch.allclose(out, init, atol=1e-3)
+    calls.clear()
+    sampling.sample(model_fn, sampling.make_scheduler(sampler, prediction_type="sample"), noise, steps=20,
+                    generator=torch.Generator().manual_seed(1), init=init, strength=1.0)
+    assert len(calls) == 20 and calls[0] > 900

@@ -32,10 +32,16 @@ Design choices (the paper and the official code differ; both are stated in ``doc
 
   - ``"lowpass"`` (the official demo's wavelet fix does the same job): the output's low frequencies (a Gaussian
     low-pass, ``color_fix_sigma`` px) are replaced by those of ``y_pcr``; the diffusion keeps only the detail.
-  - ``"residual"``: ``y = y_pcr + D(z_0) - D(E(y_pcr))``: only what the diffusion *changed* in latent space is
+  - ``"residual"``: ``y = y_pcr + highpass(D(z_0) - D(E(y_pcr)))``: only what the diffusion *changed* is
     added to ``y_pcr``. The autoencoder's own blur appears in both decodes and cancels, so where the diffusion
     agrees with its condition the output is exactly ``y_pcr``.
   - ``"none"``: ``D(z_0)`` as the paper describes it.
+
+  (``residual`` also drops the low frequencies of the change, ``color_fix_sigma`` px, so the colours stay
+  Pixel-CR's.)
+* **Start** (``strength`` in ``cloudrm.json``, default 1 = the paper's pure noise): below 1, sampling starts
+  from the condition latent noised to that fraction of the schedule (SDEdit; diffusers' img2img ``strength``)
+  and runs only that fraction of the steps.
 
 Weights folder (``assets/weights/idfcr/<variant>/``): ``pixel_cr/ vae/ prior/ controlnet_k1/ controlnet_k2/
 controlnet_k3/`` and one ``cloudrm.json`` (method ``idf-cr``; per-part metadata under ``components``).
@@ -170,7 +176,7 @@ def color_fix(out: torch.Tensor, reference: torch.Tensor, sigma: float = DEFAULT
 def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: str = "ddpm", steps: int = 50,
                  generator: torch.Generator, progress: ProgressFn | None = None, fix_color: bool | str = True,
                  color_fix_sigma: float = DEFAULT_COLOR_FIX_SIGMA,
-                 null_embedding: torch.Tensor | None = None) -> torch.Tensor:
+                 null_embedding: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
     """Stage 2 on Pixel-CR outputs (B,3,H,W) in [0,1] -> (B,3,H,W) in [0,1]; any H, W (padded, cropped back)."""
     sampling.check_sampler(sampler, steps)
     device = next(prior.parameters()).device
@@ -186,12 +192,13 @@ def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: st
         return controlled_eps(prior, controlnet, z_t.to(dtype), t, cond.to(dtype), context).float()
 
     z0 = sampling.sample(model_fn, make_scheduler(sampler), noise, steps=steps, generator=generator,
-                         progress=progress)
+                         progress=progress, init=cond, strength=strength)
     mode = color_fix_mode(fix_color)
     out = decode(vae, z0)
     ref = pixel_out.to(out.device).float()
     if mode == "residual":
-        out = (ref + (out - decode(vae, cond))[..., :h, :w]).clamp(0, 1)
+        delta = (out - decode(vae, cond))[..., :h, :w]
+        out = (ref + delta - gaussian_lowpass(delta, color_fix_sigma)).clamp(0, 1)
     elif mode == "lowpass":
         out = color_fix(out[..., :h, :w], ref, color_fix_sigma)
     else:
@@ -271,6 +278,9 @@ class IDFCR(Method):
         self.null_embedding = load_null_embedding(self.folder, self.meta)
         self.color_fix = color_fix_mode(self.meta.get("color_fix", True))
         self.color_fix_sigma = float(self.meta.get("color_fix_sigma", DEFAULT_COLOR_FIX_SIGMA))
+        self.strength = float(self.meta.get("strength", 1.0))
+        if not 0.0 < self.strength <= 1.0:
+            raise WeightsError(f"{self.folder / 'cloudrm.json'}: strength must be in (0, 1], got {self.strength}")
         self.controlnets: dict[int, torch.nn.Module] = {}
         self.controlnet: torch.nn.Module | None = None  # the last one used (counted by ``bench``)
 
@@ -301,7 +311,8 @@ class IDFCR(Method):
         out = idfcr_sample(self.vae, self.prior, controlnet, pixel_out[None], sampler=sampler, steps=steps,
                            generator=generator, progress=progress,
                            fix_color=opts.get("color_fix", self.color_fix),
-                           color_fix_sigma=self.color_fix_sigma, null_embedding=self.null_embedding)
+                           color_fix_sigma=self.color_fix_sigma, null_embedding=self.null_embedding,
+                           strength=self.strength)
         return out[0].numpy(), {"cloud": cloud.numpy()}
 
     @torch.no_grad()
