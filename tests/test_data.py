@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from cloudrm import datasets, synth
 from cloudrm.datasets import Source, TrainMixture

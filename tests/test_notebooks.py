@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
