@@ -197,8 +197,8 @@ def idfcr_sample(vae, prior, controlnet, pixel_out: torch.Tensor, *, sampler: st
     out = decode(vae, z0)
     ref = pixel_out.to(out.device).float()
     if mode == "residual":
-        delta = (out - decode(vae, cond))[..., :h, :w]
-        out = (ref + delta - gaussian_lowpass(delta, color_fix_sigma)).clamp(0, 1)
+        # ref + highpass(delta): color_fix keeps ref's low frequencies, so only delta's detail is added
+        out = color_fix(ref + (out - decode(vae, cond))[..., :h, :w], ref, color_fix_sigma)
     elif mode == "lowpass":
         out = color_fix(out[..., :h, :w], ref, color_fix_sigma)
     else:
@@ -218,24 +218,23 @@ def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
     Local weights may be stored in fp16 (size budget); they are returned in fp32 for CPU inference.
     """
     comp = (meta.get("components") or {}).get(name) or {}
-    shared = comp.get("folder")
-    if shared and not (folder / name / "config.json").exists():
+    if (folder / name / "config.json").exists() or not (comp.get("folder") or comp.get("hub")):
+        return weights.load_model(cls, folder, name)  # a missing part raises here, naming its folder
+    if comp.get("folder"):
         # another bundled variant's part, e.g. rice1 uses rice2's VAE and prior: {"folder": "../rice2"}
-        return weights.load_model(cls, (folder / shared).resolve(), name).float()
-    hub = comp.get("hub")
-    if hub and not (folder / name / "config.json").exists():
-        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-        repo, _, rev = str(hub).partition("@")
-        try:
-            model = cls.from_pretrained(repo, subfolder=comp.get("subfolder"), revision=rev or None)
-        except Exception as exc:  # offline, missing, auth: one line
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-            offline = " while offline (HF_HUB_OFFLINE is set)" if offline else ""
-            raise WeightsError(f"{name}: '{hub}' could not be loaded from the Hugging Face Hub{offline} "
-                               f"({_first_line(exc)})") from None
-        return model.eval().float()
-    return weights.load_model(cls, folder, name).float()
+        return weights.load_model(cls, (folder / comp["folder"]).resolve(), name)
+    hub = comp["hub"]
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    repo, _, rev = str(hub).partition("@")
+    try:
+        model = cls.from_pretrained(repo, subfolder=comp.get("subfolder"), revision=rev or None)
+    except Exception as exc:  # offline, missing, auth: one line
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        offline = " while offline (HF_HUB_OFFLINE is set)" if offline else ""
+        raise WeightsError(f"{name}: '{hub}' could not be loaded from the Hugging Face Hub{offline} "
+                           f"({_first_line(exc)})") from None
+    return model.eval().float()
 
 
 def load_null_embedding(folder: Path, meta: dict[str, Any]) -> torch.Tensor | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -143,16 +142,15 @@ class LatentTask(Task):
         c = self.cfg.task_options.get("components")
         if c:
             return Path(c)
-        return Path(os.path.expanduser(self.cfg.export_dir.format(
-            task=self.cfg.task, variant=self.cfg.variant, task_dir=self.weights_dir, inr=self.cfg.task_options.get("inr", ""))))
+        return self.cfg.path(self.cfg.export_dir, self.weights_dir)
 
     def load_frozen(self, name: str, cls) -> torch.nn.Module:
         folder = self.components_dir()
-        comp = (weights.read_meta(folder).get("components") or {}).get(name) or {}
+        meta = weights.read_meta(folder)
+        comp = (meta.get("components") or {}).get(name) or {}
         if not (folder / name / "config.json").exists() and not (comp.get("hub") or comp.get("folder")):
             raise WeightsError(f"{folder / name}: missing; train the '{name}' part first "
                                f"(or set task_options.components to a folder that has it)")
-        meta = weights.read_meta(folder)
         if cls.__name__ == "PixelCR":
             model = weights.load_model(cls, folder, name).float()
         else:
@@ -407,16 +405,15 @@ class ControlNetTask(LatentTask):
         if k > 1 and cfg.grad_accum != 1:
             raise ConfigError("INR with K > 1 takes one optimiser step per pass: use grad_accum 1")
         self.k = k
+        cfg.task_options["inr"] = k  # the default K, written down: run folders ({inr}) and metadata agree on it
         self.subfolder = f"controlnet_k{k}"
         self._check_run_dir()
 
     def _check_run_dir(self) -> None:
         """One run folder per K: resuming a K=1 checkpoint as K=3 would silently break the equal budget."""
         import json
-        import os
 
-        fmt = {"task": self.cfg.task, "variant": self.cfg.variant, "task_dir": self.weights_dir, "inr": self.k}
-        run_dir = Path(os.path.expanduser(self.cfg.run_dir.format(**fmt)))
+        run_dir = self.cfg.path(self.cfg.run_dir, self.weights_dir)
         marker = run_dir / "inr.json"
         if marker.exists():
             k = json.loads(marker.read_text()).get("inr")

@@ -69,6 +69,12 @@ class TrainConfig:
         return cls(**cfg)
 
 
+    def path(self, template: str, task_dir: str) -> Path:
+        """A run/export folder template with ``{task} {variant} {task_dir} {inr}`` filled in and ``~`` expanded."""
+        return Path(os.path.expanduser(template.format(task=self.task, variant=self.variant, task_dir=task_dir,
+                                                       inr=self.task_options.get("inr", ""))))
+
+
 def _lr_lambda(cfg: TrainConfig, start: int = 0):
     """Linear warm-up, then cosine decay to 5 % over ``max_steps``. ``start`` > 0 (fine-tuning shipped
     weights that were trained ``start`` steps) continues the cosine where it was, after a short re-warm-up."""
@@ -122,10 +128,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task = make_task(cfg)
-    fmt = {"task": cfg.task, "variant": cfg.variant, "task_dir": task.weights_dir,
-           "inr": cfg.task_options.get("inr", "")}
-    run_dir = Path(os.path.expanduser(cfg.run_dir.format(**fmt)))
-    export_dir = Path(os.path.expanduser(cfg.export_dir.format(**fmt)))
+    run_dir = cfg.path(cfg.run_dir, task.weights_dir)
+    export_dir = cfg.path(cfg.export_dir, task.weights_dir)
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
