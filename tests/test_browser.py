@@ -91,9 +91,16 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
     page.locator("#advanced button.label-wrap").click()
     steps = page.locator("#diffcr_steps input[data-testid=number-input]")
     expect(steps).to_be_visible()
-    steps.fill("7")
-    steps.press("Enter")
+    # The accordion mounts its children lazily; on a slow machine the first fill can land before the slider's
+    # initial value is applied and be overwritten. Type again until the value holds, then check it held.
+    for _ in range(5):
+        steps.fill("7")
+        steps.press("Tab")  # blur: the slider clamps and commits the typed value
+        page.wait_for_timeout(400)
+        if steps.input_value() == "7":
+            break
     expect(steps).to_have_value("7")
+    expect(page.locator("#diffcr_steps input[data-testid=range-input]")).to_have_value("7")
     page.get_by_role("radio", name="DDIM").first.click()
 
     # an upload that is not an image: a one-line error toast, and the page stays usable
