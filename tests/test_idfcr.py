@@ -349,6 +349,45 @@ def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
         ControlNetTask(cfg(4, "run4"))
 
 
+def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
+    """``task_options.train: "decoder"``: the encoder (and so the prior's latent space and scaling) stays
+    exactly as in ``init_from``; only the decoder learns."""
+    from accelerate import Accelerator
+
+    from cloudrm.training.idfcr_tasks import AutoencoderTask
+    from cloudrm.training.loop import TrainConfig
+
+    def cfg(**opts):
+        return TrainConfig(task="autoencoder", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / "r"),
+                           export_dir=str(tmp_path / "exp"), init_from=opts.pop("init_from", str(tiny_folder)),
+                           model={"block_out_channels": [8, 16, 16], "norm_num_groups": 8,
+                                  "mid_block_add_attention": False},
+                           task_options=opts)
+
+    task = AutoencoderTask(cfg(train="decoder"))
+    model = task.build_model()
+    task.load_init(model, tiny_folder)
+    vae = model.vae
+    assert not any(p.requires_grad for p in vae.encoder.parameters())
+    assert not any(p.requires_grad for p in vae.quant_conv.parameters())
+    assert all(p.requires_grad for p in vae.decoder.parameters())
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    loss = task.train_step(model, {"target": torch.rand(2, 3, 32, 32)}, opt, Accelerator(cpu=True), params, 1.0)
+    assert np.isfinite(loss)
+    after = vae.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    out = task.export_model(model)
+    assert out.config.scaling_factor == 1.5 and out.config.shift_factor == pytest.approx(0.1)
+    assert task.extra_meta(out)["trained_part"] == "decoder"
+    with pytest.raises(ConfigError, match="init_from"):
+        AutoencoderTask(cfg(train="decoder", init_from=None)).build_model()
+    with pytest.raises(ConfigError, match="train"):
+        AutoencoderTask(cfg(train="encoder")).build_model()
+
+
 # ----------------------------------------------------------------------------------------------- the chain
 def test_train_chain_smoke(tmp_path):
     """``cloudrm train`` autoencoder -> prior -> controlnet with the smoke configs (2 steps each, all into one

@@ -227,10 +227,26 @@ class AutoencoderTask(LatentTask):
 
     subfolder = "vae"
 
+    @property
+    def decoder_only(self) -> bool:
+        """``task_options.train: "decoder"``: fine-tune only the decoder of ``init_from``'s VAE. The encoder, and
+        so the latent space the prior and ControlNets were trained in, stays exactly as it was: a VAE adapted to
+        another dataset's detail can replace the old one under the same prior and ControlNets."""
+        part = self.cfg.task_options.get("train", "all")
+        if part not in ("all", "decoder"):
+            raise ConfigError(f"task_options.train must be 'all' or 'decoder', got {part!r}")
+        if part == "decoder" and not self.cfg.init_from:
+            raise ConfigError("task_options.train 'decoder' fine-tunes a trained VAE: set init_from")
+        return part == "decoder"
+
     def build_model(self):
         from diffusers import AutoencoderKL
 
-        return _AEWithKL(AutoencoderKL(**{**AE_DEFAULTS, **self.cfg.model}))
+        vae = AutoencoderKL(**{**AE_DEFAULTS, **self.cfg.model})
+        if self.decoder_only:
+            vae.encoder.requires_grad_(False)
+            vae.quant_conv.requires_grad_(False)
+        return _AEWithKL(vae)
 
     def load_init(self, model, folder: Path) -> dict[str, Any]:
         from diffusers import AutoencoderKL
@@ -300,6 +316,8 @@ class AutoencoderTask(LatentTask):
 
     def export_model(self, model):
         vae = _unwrap_vae(model)
+        if self.decoder_only:  # same encoder: keep the latent scaling the prior was trained with
+            return vae
         was_training = vae.training
         vae.eval()
         mean, std = self.latent_statistics(vae)
@@ -310,6 +328,7 @@ class AutoencoderTask(LatentTask):
     def extra_meta(self, net) -> dict[str, Any]:
         return {"latent_scaling_factor": net.config.scaling_factor, "latent_shift_factor": net.config.shift_factor,
                 "downsampling": M.vae_factor(net), "kl_weight": self.cfg.task_options.get("kl_weight", 1e-6),
+                "trained_part": "decoder" if self.decoder_only else "all",
                 "note": "validation psnr = reconstruction PSNR of the validation split's clear labels"}
 
 
