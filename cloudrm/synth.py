@@ -36,6 +36,17 @@ class CloudConfig:
     max_shadow_offset: float = 0.15   # of the image side
     date_gain: float = 0.06           # +- relative change of the clear ground between dates
 
+    @classmethod
+    def from_options(cls, options: dict | None) -> "CloudConfig":
+        """A training config's ``data.clouds`` (field -> value; ranges as 2-item lists) over the defaults."""
+        from dataclasses import fields
+
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options or {}) - names)
+        if unknown:
+            raise ValueError(f"unknown cloud option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()})
+
 
 def fractal_noise(rng: np.random.Generator, h: int, w: int, beta: float = 2.2,
                   anisotropy: float = 1.0, angle: float = 0.0) -> np.ndarray:

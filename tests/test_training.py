@@ -85,3 +85,18 @@ def test_bad_config_is_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(bad)],
                        capture_output=True, text=True, cwd=REPO, env=_env(), timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cloud_options_from_the_config(tmp_path):
+    """``data.clouds`` sets the generator's options over the defaults; an unknown field is a ConfigError naming it."""
+    from cloudrm.errors import ConfigError
+    from cloudrm.training.loop import TrainConfig
+    from cloudrm.training.diffcr_task import DiffCRTask
+
+    def task(clouds):
+        return DiffCRTask(TrainConfig(task="diffcr", variant="t", data_root=str(tmp_path), data={"clouds": clouds}))
+
+    cc = task({"p_haze": 0.3, "coverage": [0.1, 0.6]}).cloud_config()
+    assert cc.p_haze == 0.3 and cc.coverage == (0.1, 0.6) and cc.p_thick == 0.8
+    with pytest.raises(ConfigError, match="p_hase"):
+        task({"p_hase": 0.3}).cloud_config()

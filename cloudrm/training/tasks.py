@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, weights
+from .. import metrics, synth, weights
 from ..datasets import Source, TrainMixture, data_root, validation_pairs
 from ..errors import ConfigError
 from .loop import TrainConfig
@@ -47,7 +47,15 @@ class Task:
         return TrainMixture(self.root, Source(rice=d.get("rice", ()), clear=d.get("clear", ()),
                                               sen2mtc=d.get("sen2mtc")),
                             crop=d.get("crop", 128), p_real=d.get("p_real", 0.5),
-                            dates=tuple(d.get("dates", (1, 1))), length=d.get("length", 100_000), seed=self.cfg.seed)
+                            dates=tuple(d.get("dates", (1, 1))), length=d.get("length", 100_000), seed=self.cfg.seed,
+                            cloud_cfg=self.cloud_config())
+
+    def cloud_config(self) -> synth.CloudConfig:
+        """The synthetic-cloud generator's settings: ``data.clouds`` over the defaults."""
+        try:
+            return synth.CloudConfig.from_options(self.cfg.data.get("clouds"))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"data.clouds: {e}") from None
 
     def loss(self, model, batch) -> torch.Tensor:
         raise NotImplementedError
