@@ -43,7 +43,9 @@ def measure(method: str, size: int, dates: int, steps: int | None, sampler: str 
     from torch.utils.flop_counter import FlopCounterMode
 
     from .methods import load_method
+    from .runtime import tune_malloc
 
+    tune_malloc()  # as the CLI and the app run
     m = load_method(method, weights)
     rng = np.random.default_rng(0)
     x = [rng.random((3, size, size), dtype=np.float32) for _ in range(dates)]

