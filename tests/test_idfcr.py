@@ -365,7 +365,8 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
                            task_options=opts)
 
     task = AutoencoderTask(cfg(train="decoder"))
-    model = task.build_model()
+    model = task.build_model()  # a resumed run stops here (its weights come from the checkpoint)
+    assert model.vae.config.scaling_factor == 1.5 and model.vae.config.shift_factor == pytest.approx(0.1)
     task.load_init(model, tiny_folder)
     vae = model.vae
     assert not any(p.requires_grad for p in vae.encoder.parameters())

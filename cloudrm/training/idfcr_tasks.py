@@ -246,6 +246,10 @@ class AutoencoderTask(LatentTask):
         if self.decoder_only:
             vae.encoder.requires_grad_(False)
             vae.quant_conv.requires_grad_(False)
+            # the latent scaling of the VAE being fine-tuned, also when the run resumes from a checkpoint
+            # (load_state restores weights, not the config)
+            src = AutoencoderKL.load_config(str(Path(self.cfg.init_from).expanduser() / self.subfolder))
+            vae.register_to_config(scaling_factor=src["scaling_factor"], shift_factor=src.get("shift_factor"))
         return _AEWithKL(vae)
 
     def load_init(self, model, folder: Path) -> dict[str, Any]:
