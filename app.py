@@ -47,7 +47,6 @@ tune_malloc(arenas=2)
 import hashlib  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -186,22 +185,6 @@ def _file_paths(files) -> list[str]:
     return out
 
 
-def _probe_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from the file header, without decoding pixels; None when unknown (read_image says why)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            info = io.tiff_info(path)
-            return int(info["width"]), int(info["height"])
-        from PIL import Image
-
-        with Image.open(path) as img:
-            return img.size
-    except Exception:
-        return None
-
-
 def _check_inputs(images, reference=None) -> tuple[list[str], str | None]:
     """Count and size checks that need no decoding; returns the date paths and the reference path."""
     paths = _file_paths(images)
@@ -215,21 +198,12 @@ def _check_inputs(images, reference=None) -> tuple[list[str], str | None]:
     if len(ref) > 1:
         raise gr.Error("give one reference image", title="cloudrm", print_exception=False)
     for p in paths + ref:
-        size = _probe_size(p)
+        size = io.probe_size(p)
         if size is not None and max(size) > MAX_SIDE:
             raise gr.Error(f"{Path(p).name} is {size[0]}x{size[1]} px; this app accepts images up to {MAX_SIDE} px "
                            f"a side (use the CLI, python -m cloudrm remove, for larger scenes)",
                            title="cloudrm", print_exception=False)
     return paths, (ref[0] if ref else None)
-
-
-def _metrics(image: np.ndarray, ref: np.ndarray | None, seconds: float | None) -> dict[str, float | None]:
-    """psnr, ssim, rmse (None without a reference), niqe, brisque (None when not computable), seconds.
-    Non-finite values (PSNR of an exact copy) are reported as None: JSON has no infinity."""
-    res = metrics.evaluate(io.as_rgb(image), ref)
-    out = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in res.items()}
-    out["seconds"] = None if seconds is None else round(float(seconds), 4)
-    return {k: out.get(k) for k in ("psnr", "ssim", "rmse", "niqe", "brisque", "seconds")}
 
 
 def _colormap(m: np.ndarray, vmax: float | None = None, name: str = "magma") -> np.ndarray:
@@ -263,7 +237,7 @@ def method_status(name: str) -> str | None:
     present = weights_mod.variants_present(name)
     if not present:
         return "its bundled weights are not in this checkout yet"
-    spec = _weights_for(name, None)
+    spec = weights_mod.spec_for(name, None)
     folder = weights_mod.bundled_dir(name, spec or weights_mod.VARIANTS[name][1])
     try:
         key = (name, spec, (folder / "cloudrm.json").stat().st_mtime_ns)
@@ -289,28 +263,6 @@ def method_status(name: str) -> str | None:
 
 def available_methods() -> list[str]:
     return [m for m in METHODS if method_status(m) is None]
-
-
-def _weights_for(name: str, pref: str | None) -> str | None:
-    """The weights spec for ``name`` given the variant chosen in the UI (None = the method's default).
-
-    A variant the method does not have falls back to the closest one present (rice1 <-> rice2), else the
-    default, else any bundled variant; a custom value (a folder or a hub repo id) is passed through."""
-    if name not in weights_mod.VARIANTS:
-        return None
-    _, default, variants = weights_mod.VARIANTS[name]
-    present = weights_mod.variants_present(name)
-    if pref and pref != "default":
-        if pref not in ("rice1", "rice2", "sen2"):
-            return pref
-        if pref in present:
-            return None if pref == default else pref
-        near = {"rice1": "rice2", "rice2": "rice1"}.get(pref)
-        if near in present:
-            return None if near == default else near
-    if default in present or not present:
-        return None
-    return present[0]
 
 
 def _load(name: str, weights: str | None):
@@ -520,7 +472,7 @@ def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, in
         else:
             res = _run_pieces(paths, out, method=method, weights=weights, sampler=sampler, steps=steps, inr=inr,
                               seed=seed, progress=cb)
-        return str(out), _metrics(res.image, ref, res.seconds)
+        return str(out), metrics.report(res.image, ref, res.seconds)
 
 
 # ----------------------------------------------------------------------------------------------- UI handlers
@@ -568,7 +520,7 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
         n = len(methods)
         for k, name in enumerate(methods):
             progress(k / n, desc=f"loading {name}")
-            m = _load(name, _weights_for(name, _none_if_blank(variant)))
+            m = _load(name, weights_mod.spec_for(name, _none_if_blank(variant)))
             opts = _method_opts(name, m, diffcr_sampler=diffcr_sampler, diffcr_steps=diffcr_steps,
                                 idf_sampler=idf_sampler, idf_steps=idf_steps, inr=inr, unc=unc_samples)
 
@@ -586,7 +538,7 @@ def compare(dates_files, reference_file, methods, diffcr_sampler, diffcr_steps, 
             settings = _settings_text(res.info)
             gallery.append((str(png), f"{name} · {res.seconds:.2f} s" if settings == "-" else
                             f"{name} · {settings} · {res.seconds:.2f} s"))
-            met = _metrics(res.image, ref, res.seconds)
+            met = metrics.report(res.image, ref, res.seconds)
             rows.append([name, settings, _fmt(met["psnr"], 2) if met["psnr"] is not None or ref is None else "inf",
                          _fmt(met["ssim"], 4), _fmt(met["rmse"], 4), _fmt(met["niqe"], 2), _fmt(met["brisque"], 2),
                          _fmt(met["seconds"], 2)])
@@ -637,7 +589,7 @@ def preview_inputs(files):
     work = None
     out = []
     for i, p in enumerate(paths):
-        size = _probe_size(p)
+        size = io.probe_size(p)
         if size is None or max(size) > MAX_SIDE:
             return []
         try:

@@ -242,6 +242,23 @@ def _tiff_scale(dtype: str) -> tuple[float, float]:
     return 1.0, REFLECTANCE_GAIN
 
 
+def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the file header, without decoding pixels; None when unknown (``read_image`` says
+    why when it reads the file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            info = tiff_info(path)
+            return int(info["width"]), int(info["height"])
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return img.size
+    except Exception:
+        return None
+
+
 def tiff_info(path: str | os.PathLike) -> dict[str, Any]:
     """Size, band count, dtype, CRS, transform and nodata of a TIFF, without reading its pixels."""
     import rasterio

@@ -10,6 +10,8 @@ are reported as ``None`` ("unavailable"), never approximated.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -109,3 +111,15 @@ def evaluate(out: np.ndarray, ref: np.ndarray | None = None, no_reference: bool 
     res["niqe"] = niqe(out) if no_reference else None
     res["brisque"] = brisque(out) if no_reference else None
     return res
+
+
+def report(out: np.ndarray, ref: np.ndarray | None = None, seconds: float | None = None) -> dict[str, float | None]:
+    """The app API's metrics dict: psnr, ssim, rmse (None without a reference), niqe, brisque (None when not
+    computable) and seconds, on the output's RGB bands. Any non-finite value becomes None: JSON has no
+    infinity or NaN."""
+    from .io import as_rgb
+
+    res = evaluate(as_rgb(out), ref)
+    clean = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in res.items()}
+    clean["seconds"] = None if seconds is None else round(float(seconds), 4)
+    return {k: clean.get(k) for k in ("psnr", "ssim", "rmse", "niqe", "brisque", "seconds")}

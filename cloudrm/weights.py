@@ -112,6 +112,28 @@ def variants_present(method: str) -> list[str]:
     return [v for v in VARIANTS[method][2] if (bundled_dir(method, v) / "cloudrm.json").exists()]
 
 
+def spec_for(method: str, choice: str | None) -> str | None:
+    """The ``--weights`` spec for ``method`` given a variant choice (None or "default": the method's default).
+
+    A variant the method does not have falls back to the closest one present (rice1 <-> rice2), else the
+    default, else any bundled variant; any other value (a folder or a hub repo id) is passed through."""
+    if method not in VARIANTS:
+        return None
+    _, default, _ = VARIANTS[method]
+    present = variants_present(method)
+    if choice and choice != "default":
+        if choice not in ("rice1", "rice2", "sen2"):
+            return choice
+        if choice in present:
+            return None if choice == default else choice
+        near = {"rice1": "rice2", "rice2": "rice1"}.get(choice)
+        if near in present:
+            return None if near == default else near
+    if default in present or not present:
+        return None
+    return present[0]
+
+
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

@@ -165,3 +165,16 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(p)
     with pytest.raises(InputError, match="large"):
         io.read_image(p)
+
+
+def test_probe_size_reads_headers_only(tmp_path):
+    """PNG and TIFF sizes from the header; a file that is not an image gives None (the reader explains later)."""
+    from PIL import Image
+
+    Image.new("RGB", (37, 21)).save(tmp_path / "a.png")
+    io.write_image(tmp_path / "b.tif", np.zeros((3, 19, 23), np.float32))
+    (tmp_path / "c.png").write_text("not an image")
+    assert io.probe_size(tmp_path / "a.png") == (37, 21)
+    assert io.probe_size(tmp_path / "b.tif") == (23, 19)
+    assert io.probe_size(tmp_path / "c.png") is None
+    assert io.probe_size(tmp_path / "missing.png") is None

@@ -132,3 +132,17 @@ def test_weights_summary_table_reads_every_bundled_folder(tmp_path, monkeypatch)
     assert "psnr 31.25" in table and "val_seconds" not in table
     assert "shared: ../rice2/vae" in table
     assert "diffcr/sen2" in table and "not valid JSON" in table
+
+
+def test_weights_spec_for_a_variant_choice(monkeypatch):
+    """The app's variant menu: the method's own variant, else the closest (rice1 <-> rice2), else its default."""
+    from cloudrm import weights
+
+    assert weights.spec_for("pixel-cr", "rice1") == "rice1"
+    assert weights.spec_for("pixel-cr", "rice2") is None            # the default variant: no spec
+    assert weights.spec_for("pixel-cr", "sen2") is None              # no sen2 Pixel-CR: its default
+    assert weights.spec_for("diffcr", "rice1") == "rice2"            # no rice1 DiffCR: the closest
+    assert weights.spec_for("diffcr", "owner/repo@v1") == "owner/repo@v1"
+    assert weights.spec_for("median", "rice1") is None
+    monkeypatch.setattr(weights, "variants_present", lambda m: ["rice1"])
+    assert weights.spec_for("pixel-cr", None) == "rice1"             # default missing: what is there

@@ -41,3 +41,17 @@ def test_evaluate_keys_and_unavailable_lpips():
     assert set(res) == {"psnr", "ssim", "rmse", "niqe", "brisque"}
     assert metrics.lpips(a, a) is None
     assert metrics.evaluate(a)["psnr"] is None
+
+
+def test_report_is_json_safe():
+    """The app's metrics dict: an exact copy gets the PSNR cap, no reference gives None; seconds rounded."""
+    import json
+
+    rng = np.random.default_rng(0)
+    img = (np.round(rng.random((3, 64, 64)) * 255) / 255).astype(np.float32)  # on the uint8 grid: an exact copy
+    r = metrics.report(img, img, 1.234567)
+    assert list(r) == ["psnr", "ssim", "rmse", "niqe", "brisque", "seconds"]
+    assert r["psnr"] == metrics.PSNR_CAP and r["ssim"] == pytest.approx(1.0) and r["seconds"] == 1.2346
+    json.dumps(r, allow_nan=False)
+    r = metrics.report(np.concatenate([img, img[:1]]), None)  # 4 bands: scored on RGB
+    assert r["psnr"] is None and r["rmse"] is None and r["seconds"] is None
