@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .io import as_rgb
 
 #: PSNR of identical images (JSON has no infinity; no real output gets near it)
 PSNR_CAP = 100.0
@@ -117,8 +118,6 @@ def report(out: np.ndarray, ref: np.ndarray | None = None, seconds: float | None
     """The app API's metrics dict: psnr, ssim, rmse (None without a reference), niqe, brisque (None when not
     computable) and seconds, on the output's RGB bands. Any non-finite value becomes None: JSON has no
     infinity or NaN."""
-    from .io import as_rgb
-
     res = evaluate(as_rgb(out), ref)
     clean = {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in res.items()}
     clean["seconds"] = None if seconds is None else round(float(seconds), 4)

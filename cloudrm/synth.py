@@ -17,7 +17,7 @@ Images are (C, H, W) float32 in display space [0, 1] (see :mod:`cloudrm.io`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, shift as nd_shift
@@ -39,8 +39,6 @@ class CloudConfig:
     @classmethod
     def from_options(cls, options: dict | None) -> "CloudConfig":
         """A training config's ``data.clouds`` (field -> value; ranges as 2-item lists) over the defaults."""
-        from dataclasses import fields
-
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options or {}) - names)
         if unknown:

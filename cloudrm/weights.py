@@ -122,7 +122,7 @@ def spec_for(method: str, choice: str | None) -> str | None:
     _, default, _ = VARIANTS[method]
     present = variants_present(method)
     if choice and choice != "default":
-        if choice not in ("rice1", "rice2", "sen2"):
+        if not any(choice in names for _, _, names in VARIANTS.values()):
             return choice
         if choice in present:
             return None if choice == default else choice

@@ -68,7 +68,6 @@ class TrainConfig:
             raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**cfg)
 
-
     def path(self, template: str, task_dir: str) -> Path:
         """A run/export folder template with ``{task} {variant} {task_dir} {inr}`` filled in and ``~`` expanded."""
         return Path(os.path.expanduser(template.format(task=self.task, variant=self.variant, task_dir=task_dir,
