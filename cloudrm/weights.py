@@ -14,8 +14,8 @@ from typing import Any
 
 from .errors import WeightsError, one_line
 
-BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "weights"
-#: method -> (weights folder under assets/weights, default variant, variants)
+BUNDLED = Path(__file__).resolve().parent / "bundled_weights"
+#: method -> (weights folder under cloudrm/bundled_weights, default variant, variants)
 VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pixel-cr": ("idfcr", "rice2", ("rice1", "rice2")),
     "idf-cr": ("idfcr", "rice2", ("rice1", "rice2")),

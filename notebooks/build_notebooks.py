@@ -632,7 +632,7 @@ predicts the clean image $x_0$ directly. This notebook builds it from the packag
 8. 1 vs 2 vs 3 dates.
 
 The model trained here is small and trained for minutes; sections 7–8 use the shipped weights
-(`assets/weights/diffcr/sen2`) when they are present.
+(`cloudrm/bundled_weights/diffcr/sen2`) when they are present.
 """),
         *common_cells(),
         code(r'''
@@ -1167,7 +1167,7 @@ adds the detail Pixel-CR's regression blurs away. This notebook goes through eve
 
 Every part is trained here briefly with the package's own accelerate loop (`cloudrm.training.loop.train`, the
 loop notebook 2 writes out by hand); the results in sections 1–4 and 6 use the shipped weights
-(`assets/weights/idfcr/rice2`) where they are present.
+(`cloudrm/bundled_weights/idfcr/rice2`) where they are present.
 """),
         *common_cells(),
         code(r'''

@@ -43,7 +43,7 @@ Design choices (the paper and the official code differ; both are stated in ``doc
   from the condition latent noised to that fraction of the schedule (SDEdit; diffusers' img2img ``strength``)
   and runs only that fraction of the steps.
 
-Weights folder (``assets/weights/idfcr/<variant>/``): ``pixel_cr/ vae/ prior/ controlnet_k1/ controlnet_k2/
+Weights folder (``cloudrm/bundled_weights/idfcr/<variant>/``): ``pixel_cr/ vae/ prior/ controlnet_k1/ controlnet_k2/
 controlnet_k3/`` and one ``cloudrm.json`` (method ``idf-cr``; per-part metadata under ``components``).
 ``controlnet_k{K}`` is the ControlNet trained with K INR passes per batch; ``inr`` (1, 2, 3; default 3)
 picks it. Paper-scale path: a component entry ``{"hub": "owner/name[@rev]", "subfolder": "vae"}`` in

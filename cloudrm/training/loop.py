@@ -32,7 +32,7 @@ class TrainConfig:
     variant: str = "rice2"
     data_root: str = ""                       # default: $CLOUDRM_DATA
     run_dir: str = "~/.cache/cloudrm/runs/{task}-{variant}"
-    export_dir: str = "assets/weights/{task_dir}/{variant}"
+    export_dir: str = "cloudrm/bundled_weights/{task_dir}/{variant}"
     init_from: str | None = None              # weights folder to start from when no checkpoint exists
     export_last: bool = False                 # export at every validation, not only when it improved
     model: dict[str, Any] = field(default_factory=dict)
