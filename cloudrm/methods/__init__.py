@@ -1,7 +1,9 @@
 """The method registry: name -> class. ``load_method`` caches loaded models (thread-safe)."""
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 
 import torch
 
@@ -10,7 +12,10 @@ from .base import Method, Result, as_dates
 from .classic import Identity, Median
 
 METHODS = ("identity", "median", "pixel-cr", "idf-cr", "diffcr")
-_cache: dict[tuple, Method] = {}
+#: Loaded deep models kept in memory (env CLOUDRM_MAX_MODELS): every bundled variant of every method fits.
+MAX_CACHED = max(1, int(os.environ.get("CLOUDRM_MAX_MODELS", "6")))
+_CLASSIC = ("identity", "median")
+_cache: OrderedDict[tuple, Method] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -31,30 +36,46 @@ def method_class(name: str) -> type[Method]:
     raise ConfigError(f"unknown method '{name}' (use {', '.join(METHODS)})")
 
 
-def _weights_stamp(name: str, spec: str | None) -> float:
-    """Modification time of the weights' cloudrm.json, so re-exported weights are picked up."""
+def _weights_key(name: str, spec: str | None) -> tuple[str, float]:
+    """(resolved weights folder, modification time of its cloudrm.json): every spelling of one folder
+    (extra slashes, ``..``, ``~``, a symlink) shares one cache entry, and re-exported weights are picked up.
+    Hub ids and specs that do not name a folder are keyed as given (the method resolves or refuses them)."""
     from pathlib import Path
 
     from ..weights import VARIANTS, bundled_dir
 
     if name not in VARIANTS:
-        return 0.0
+        return "", 0.0
     variants = VARIANTS[name][2]
-    folder = bundled_dir(name, spec or VARIANTS[name][1]) if (spec is None or spec in variants) else Path(spec)
+    if spec is None or spec in variants:
+        folder = bundled_dir(name, spec or VARIANTS[name][1])
+    else:
+        folder = Path(os.path.expanduser(spec))
+        if not folder.is_dir():
+            return spec, 0.0
+    folder = folder.resolve()
     meta = folder / "cloudrm.json"
-    return meta.stat().st_mtime if meta.exists() else 0.0
+    return str(folder), (meta.stat().st_mtime if meta.exists() else 0.0)
 
 
 def load_method(name: str, weights: str | None = None, device: str | torch.device | None = None) -> Method:
-    """A ready-to-call method; the same (name, weights, device) returns the same cached object until the
-    weights' ``cloudrm.json`` changes. Methods keep no per-call state (fresh scheduler and generator per
-    call, models in eval mode under no_grad), so one object serves concurrent callers."""
+    """A ready-to-call method; the same (name, resolved weights folder, device) returns the same cached object
+    until the weights' ``cloudrm.json`` changes. At most :data:`MAX_CACHED` models stay loaded (least recently
+    used go first), so a server fed many weights strings cannot grow without bound. Methods keep no per-call
+    state (fresh scheduler and generator per call, models in eval mode under no_grad), so one object serves
+    concurrent callers."""
     cls = method_class(name)
-    key = (name, weights, str(device), _weights_stamp(name, weights))
+    key = (name, *_weights_key(name, weights), str(device))
     with _lock:
-        if key not in _cache:
-            _cache[key] = cls(weights, device) if name not in ("identity", "median") else cls(None, device)
-        return _cache[key]
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        m = cls(weights, device) if name not in _CLASSIC else cls(None, device)
+        _cache[key] = m
+        deep = [k for k in _cache if k[0] not in _CLASSIC]
+        for k in deep[: max(0, len(deep) - MAX_CACHED)]:  # least recently used first
+            del _cache[k]
+        return m
 
 
 __all__ = ["METHODS", "Method", "Result", "as_dates", "load_method", "method_class"]

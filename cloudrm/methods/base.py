@@ -15,6 +15,17 @@ from ..sampling import MAX_STEPS, check_sampler
 
 ProgressFn = Callable[[int, int], None]
 MAX_DATES = 3
+#: Seeds are 0..SEED_MAX: torch's generator takes 64 bits, but numpy-style seeding and most tools repeat every
+#: 2**32, so larger values would only alias smaller ones. Others are refused with one line.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int in 0..SEED_MAX, else a one-line ConfigError."""
+    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not ok or not 0 <= int(seed) <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in 0..{SEED_MAX}")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class Method:
             opts["inr"] = inr
         if not isinstance(samples, int) or not 1 <= samples <= 16:
             raise ConfigError(f"samples must be an integer in 1..16, got {samples}")
+        seed = check_seed(seed)
         notes = []
         if x.shape[0] > self.max_dates:
             notes.append(f"{self.name} uses one image: took the first of {x.shape[0]} dates")
