@@ -106,11 +106,8 @@ def read_image(path: str | os.PathLike, bands: Sequence[int | str] | str | None 
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTS:
         raise InputError(f"{p}: unsupported file type '{ext}' (use {', '.join(IMAGE_EXTS)})")
-    with p.open("rb") as fh:
-        head = fh.read(8)
-    is_tiff = head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
     try:
-        raster = _read_tiff(p, bands) if is_tiff else _read_pil(p, bands)
+        raster = _read_tiff(p, bands) if is_tiff(p) else _read_pil(p, bands)
     except InputError:
         raise
     except Exception as exc:  # any decoder failure becomes one line
@@ -246,9 +243,7 @@ def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) from the file header, without decoding pixels; None when unknown (``read_image`` says
     why when it reads the file)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-        if head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if is_tiff(path):
             info = tiff_info(path)
             return int(info["width"]), int(info["height"])
         from PIL import Image
@@ -471,3 +466,135 @@ def read_reference(ref_path: str | None, like: Raster, bands=None) -> np.ndarray
         raise InputError(f"reference {Path(ref_path).name} is {ref.shape[1]}x{ref.shape[0]} but the dates are "
                          f"{like.shape[1]}x{like.shape[0]}; the reference must show the same place at the same size")
     return as_rgb(to_display(ref))
+
+
+# ----------------------------------------------------------------------------------------------- TIFF test
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF, little and big endian
+
+
+def is_tiff(path: str | os.PathLike) -> bool:
+    """True if ``path`` is an existing file that starts with a TIFF/BigTIFF header (the one TIFF test)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) in TIFF_MAGIC
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------- maps, rows
+def write_map(path: str | os.PathLike, m: np.ndarray, like: Raster | None = None, valid=None) -> Path:
+    """A (H,W) map: GeoTIFF float32 (raw values, georeferenced like ``like``) or PNG (min(1, 4 x value))."""
+    p = Path(path)
+    if p.suffix.lower() == ".png":
+        return write_image(p, np.clip(m * 4, 0, 1)[None])
+    geo = replace(like, dtype="float32", scale=1.0, gain=1.0, bands=("uncertainty",)) if like is not None and like.is_geo else None
+    if geo is not None and geo.profile is not None:
+        geo.profile = dict(geo.profile, nodata=None)
+    return write_image(p, m[None].astype(np.float32), like=geo, valid=valid)
+
+
+class RowWriter:
+    """Rows of one output file, written top to bottom (whole scenes); a temporary file until :meth:`commit`,
+    removed by :meth:`abort`, so a failure leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = _atomic_target(path)
+
+    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        self.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class TiffRowWriter(RowWriter):
+    """Windowed writes into a tiled, deflate-compressed GeoTIFF; rows are buffered to whole block rows so no
+    compressed block is written twice."""
+
+    def __init__(self, path: Path, profile: dict, names: Sequence[str], encode_rows):
+        super().__init__(path)
+        import rasterio
+
+        self.encode = encode_rows
+        self.dst = rasterio.open(self.tmp, "w", **profile)
+        for i, n in enumerate(names, 1):
+            self.dst.set_band_description(i, n)
+        self.block = self.dst.block_shapes[0][0]
+        self.height = profile["height"]
+        self.pending: list[np.ndarray] = []
+        self.y0 = 0  # first row not yet written to the file
+        self.rows = 0
+
+    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        assert y == self.y0 + self.rows, "rows must arrive in order"
+        self.pending.append(self.encode(image, valid))
+        self.rows += image.shape[1]
+        n = self.rows if self.y0 + self.rows >= self.height else (self.rows // self.block) * self.block
+        if n == 0:
+            return
+        buf = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
+        self.dst.write(buf[:, :n], window=Window(0, self.y0, buf.shape[2], n))
+        rest = buf[:, n:]
+        self.pending = [rest] if rest.shape[1] else []
+        self.y0 += n
+        self.rows -= n
+
+    def close(self) -> None:
+        if self.dst is not None and not self.dst.closed:
+            self.dst.close()
+
+
+class PngRowWriter(RowWriter):
+    """An 8-bit PNG: held as uint8 (never float) and saved at commit."""
+
+    def __init__(self, path: Path, height: int, width: int, channels: int, to_uint8):
+        super().__init__(path)
+        self.arr = np.zeros((height, width, channels), np.uint8)
+        self.to_uint8 = to_uint8
+
+    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
+        self.arr[y:y + image.shape[1]] = self.to_uint8(image)
+
+    def commit(self) -> None:
+        from PIL import Image
+
+        a = self.arr[..., 0] if self.arr.shape[-1] == 1 else self.arr
+        Image.fromarray(a).save(self.tmp, format="PNG")
+        super().commit()
+
+
+def image_row_writer(path: Path, like: Raster, c: int, h: int, w: int) -> RowWriter:
+    """Rows of a ``c``-band display image -> ``path`` as :func:`write_image` would write it whole: PNG, or a
+    GeoTIFF in ``like``'s dtype scale (invalid pixels -> nodata, see :func:`encode`)."""
+    if path.suffix.lower() == ".png":
+        return PngRowWriter(path, h, w, c, quantize)
+    profile = geotiff_profile(like, c, h, w)
+    profile["BIGTIFF"] = "IF_SAFER"
+    if like.profile is None:
+        profile["dtype"] = "uint8"
+    names = list(like.bands[:c]) if len(like.bands) >= c else [f"band{i + 1}" for i in range(c)]
+    dtype, nodata = profile["dtype"], profile.get("nodata")
+    return TiffRowWriter(path, profile, names, lambda image, valid: encode(image, like, dtype, nodata, valid))
+
+
+def map_row_writer(path: Path, like: Raster, h: int, w: int) -> RowWriter:
+    """Rows of a (1,H,W) map, as :func:`write_map` writes it: raw float32 GeoTIFF or PNG min(1, 4 x value)."""
+    if path.suffix.lower() == ".png":
+        return PngRowWriter(path, h, w, 1, lambda m: quantize(np.clip(m * 4, 0, 1)))
+    profile = geotiff_profile(like, 1, h, w)
+    profile.update(dtype="float32", BIGTIFF="IF_SAFER")
+    profile.pop("nodata", None)
+    return TiffRowWriter(path, profile, ["uncertainty"], lambda m, v: np.where(v[None], m, np.nan).astype(np.float32))

@@ -8,6 +8,8 @@ system time). Keeping freed memory for reuse costs no extra peak memory (the sam
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import sys
 
@@ -15,22 +17,40 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 KEEP_BYTES = 1 << 30  # blocks up to 1 GiB come from the heap and stay there after free
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """glibc, loaded once per process; None where it is not glibc (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # both symbols exist only in glibc
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_malloc(arenas: int | None = None) -> bool:
     """Keep freed heap memory for reuse (and cap the malloc arenas at ``arenas`` when given, e.g. for a server
     with many threads). An explicit ``MALLOC_*`` environment setting wins. Returns whether glibc took it."""
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        import ctypes
+    ok = True
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        ok &= libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        ok &= libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1
+    if arenas and "MALLOC_ARENA_MAX" not in os.environ:
+        ok &= libc.mallopt(M_ARENA_MAX, arenas) == 1
+    return bool(ok)
 
-        libc = ctypes.CDLL("libc.so.6")
-        ok = True
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-            ok &= libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1
-        if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-            ok &= libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1
-        if arenas and "MALLOC_ARENA_MAX" not in os.environ:
-            ok &= libc.mallopt(M_ARENA_MAX, arenas) == 1
-        return bool(ok)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return False
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``). A whole-scene run allocates and frees
+    many same-sized tile buffers; without this its resident memory creeps up strip after strip through heap
+    fragmentation."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

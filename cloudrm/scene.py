@@ -28,31 +28,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
+from .dates import Grid, check_bands, check_count, check_grid, model_input
 from .errors import ConfigError, InputError, one_line
-from .methods.base import Result
+from .methods import Result
+from .runtime import trim_heap
 from .tiling import check_tiling, tile_starts, windows
 
-MAX_DATES = 3
 #: ``Result.image`` of a scene is a preview decimated so its longest side is at most this many pixels.
 PREVIEW_SIDE = 1024
 _CHUNK = 128  # rows normalised and encoded at a time (bounds the temporaries)
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 # ----------------------------------------------------------------------------------------------- routing
-def is_tiff(path: str | os.PathLike) -> bool:
-    """True if ``path`` is an existing file that starts with a TIFF/BigTIFF header."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) in _TIFF_MAGIC
-    except OSError:
-        return False
-
-
 def is_scene(inputs: Sequence[str | os.PathLike], tile: int) -> bool:
     """Whether ``inputs`` should go through :func:`process_scene`: all dates are TIFFs and the first is
     larger than one tile. Unreadable files return False (the in-memory reader then gives the error)."""
-    if not inputs or not all(is_tiff(p) for p in inputs):
+    if not inputs or not all(io.is_tiff(p) for p in inputs):
         return False
     try:
         import rasterio
@@ -78,36 +69,10 @@ def _open_dates(paths: Sequence[Path], stack: ExitStack) -> list:
     return srcs
 
 
-def _crs_name(crs) -> str:
-    if crs is None:
-        return "none"
-    try:
-        return crs.to_string()
-    except Exception:
-        return str(crs)
-
-
-def check_grid(srcs: Sequence[Any], paths: Sequence[Path]) -> tuple[int, int]:
-    """Dates of one scene must share CRS, size and transform; returns (height, width)."""
-    first, n1 = srcs[0], paths[0].name
-    for i, (s, p) in enumerate(zip(srcs[1:], paths[1:]), 2):
-        if s.crs != first.crs:
-            raise InputError(f"date {i} ({p.name}) has CRS {_crs_name(s.crs)} but date 1 ({n1}) has "
-                             f"{_crs_name(first.crs)}; dates of one scene must share CRS, transform and size")
-        if (s.width, s.height) != (first.width, first.height):
-            raise InputError(f"date {i} ({p.name}) is {s.width}x{s.height} but date 1 ({n1}) is "
-                             f"{first.width}x{first.height}; dates of one scene must have the same size")
-        if s.transform != first.transform:
-            a, b = s.transform, first.transform
-            if (a.a, a.e) != (b.a, b.e):
-                what = f"pixel size {a.a:g}x{a.e:g} vs {b.a:g}x{b.e:g}"
-            elif (a.c, a.f) != (b.c, b.f):
-                what = f"origin ({a.c:g}, {a.f:g}) vs ({b.c:g}, {b.f:g})"
-            else:
-                what = "rotation terms differ"
-            raise InputError(f"date {i} ({p.name}) has a different transform than date 1 ({n1}): {what}; "
-                             f"dates of one scene must be on the same grid")
-    h, w = first.height, first.width
+def _check_scene(srcs: Sequence[Any], paths: Sequence[Path]) -> tuple[int, int]:
+    """The dates' grid (:func:`dates.check_grid`) and the scene's size limits; returns (height, width)."""
+    check_grid([Grid.of_dataset(s, p.name) for s, p in zip(srcs, paths)])
+    h, w = srcs[0].height, srcs[0].width
     if min(h, w) < io.MIN_SIDE:
         raise InputError(f"{paths[0]}: image is {w}x{h}; each side must be at least {io.MIN_SIDE} px")
     if h * w > io.MAX_PIXELS:
@@ -115,136 +80,7 @@ def check_grid(srcs: Sequence[Any], paths: Sequence[Path]) -> tuple[int, int]:
     return h, w
 
 
-# ----------------------------------------------------------------------------------------------- sinks
-class _Sink:
-    """Rows of one output file, written top to bottom; a temporary file until :meth:`commit`."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.tmp = io._atomic_target(path)
-
-    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        self.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-class _TiffSink(_Sink):
-    """Windowed writes into a tiled, deflate-compressed GeoTIFF; rows are buffered to whole block rows so no
-    compressed block is written twice."""
-
-    def __init__(self, path: Path, profile: dict, names: Sequence[str], encode: Callable):
-        super().__init__(path)
-        import rasterio
-
-        self.encode = encode
-        self.dst = rasterio.open(self.tmp, "w", **profile)
-        for i, n in enumerate(names, 1):
-            self.dst.set_band_description(i, n)
-        self.block = self.dst.block_shapes[0][0]
-        self.height = profile["height"]
-        self.pending: list[np.ndarray] = []
-        self.y0 = 0  # first row not yet written to the file
-        self.rows = 0
-
-    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
-        from rasterio.windows import Window
-
-        assert y == self.y0 + self.rows, "rows must arrive in order"
-        self.pending.append(self.encode(image, valid))
-        self.rows += image.shape[1]
-        n = self.rows if self.y0 + self.rows >= self.height else (self.rows // self.block) * self.block
-        if n == 0:
-            return
-        buf = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
-        self.dst.write(buf[:, :n], window=Window(0, self.y0, buf.shape[2], n))
-        rest = buf[:, n:]
-        self.pending = [rest] if rest.shape[1] else []
-        self.y0 += n
-        self.rows -= n
-
-    def close(self) -> None:
-        if self.dst is not None and not self.dst.closed:
-            self.dst.close()
-
-
-class _PngSink(_Sink):
-    """An 8-bit PNG: held as uint8 (never float) and saved at commit."""
-
-    def __init__(self, path: Path, height: int, width: int, channels: int, to_uint8: Callable):
-        super().__init__(path)
-        self.arr = np.zeros((height, width, channels), np.uint8)
-        self.to_uint8 = to_uint8
-
-    def write(self, y: int, image: np.ndarray, valid: np.ndarray) -> None:
-        self.arr[y:y + image.shape[1]] = self.to_uint8(image)
-
-    def commit(self) -> None:
-        from PIL import Image
-
-        a = self.arr[..., 0] if self.arr.shape[-1] == 1 else self.arr
-        Image.fromarray(a).save(self.tmp, format="PNG")
-        super().commit()
-
-
-def _encoder(like: io.Raster, dtype: str, nodata) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Display [0,1] rows -> file values (:func:`io.encode`: invalid pixels -> nodata, NaN for float files
-    without a nodata value; valid pixels are kept off the nodata value)."""
-    return lambda image, valid: io.encode(image, like, dtype, nodata, valid)
-
-
-def _output_sink(path: Path, like: io.Raster, c: int, h: int, w: int) -> _Sink:
-    if path.suffix.lower() == ".png":
-        return _PngSink(path, h, w, c, io.quantize)
-    profile = io.geotiff_profile(like, c, h, w)
-    profile["BIGTIFF"] = "IF_SAFER"
-    if like.profile is None:
-        profile["dtype"] = "uint8"
-    names = list(like.bands[:c]) if len(like.bands) >= c else [f"band{i + 1}" for i in range(c)]
-    return _TiffSink(path, profile, names, _encoder(like, profile["dtype"], profile.get("nodata")))
-
-
-def _map_sink(path: Path, like: io.Raster, h: int, w: int) -> _Sink:
-    """The uncertainty map, as :func:`api.write_map` writes it: raw float32 GeoTIFF or PNG min(1, 4 x value)."""
-    if path.suffix.lower() == ".png":
-        return _PngSink(path, h, w, 1, lambda m: io.quantize(np.clip(m * 4, 0, 1)))
-    profile = io.geotiff_profile(like, 1, h, w)
-    profile.update(dtype="float32", BIGTIFF="IF_SAFER")
-    profile.pop("nodata", None)
-    return _TiffSink(path, profile, ["uncertainty"], lambda m, v: np.where(v[None], m, np.nan).astype(np.float32))
-
-
 # ----------------------------------------------------------------------------------------------- the loop
-def _trim_heap() -> None:
-    """Give freed heap memory back to the OS (glibc). Tiles allocate and free many same-sized buffers, and
-    without this the process's resident memory creeps up strip after strip through heap fragmentation."""
-    global _libc
-    if _libc is None:
-        try:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
-
-
-_libc = None
-
-
 def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.PathLike, *, bands=None,
                   tile: int = 512, overlap: int = 32, uncertainty: str | os.PathLike | None = None,
                   progress: Callable[[int, int], None] | None = None, sampler=None, steps=None, inr=None,
@@ -257,12 +93,9 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
     import rasterio
     from rasterio.windows import Window
 
-    from .api import model_input
-
     t0 = time.perf_counter()
     check_tiling(tile, overlap)
-    if not 1 <= len(paths) <= MAX_DATES:
-        raise InputError(f"got {len(paths)} input images; give 1 to {MAX_DATES} dates of one place")
+    check_count(len(paths))
     out = io.check_output_path(output)
     umap_path = io.check_output_path(uncertainty) if uncertainty is not None else None
     if umap_path is not None and not (getattr(method, "stochastic", False) and samples >= 2):
@@ -272,12 +105,10 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
 
     with ExitStack() as stack:
         srcs = _open_dates(paths, stack)
-        h, w = check_grid(srcs, paths)
+        h, w = _check_scene(srcs, paths)
         # band selection / readability of every date, from a 1-pixel window
         likes = [io.read_window(p, Window(0, 0, 1, 1), bands, src=s) for p, s in zip(paths, srcs)]
-        for i, r in enumerate(likes[1:], 2):
-            if len(r.bands) != len(likes[0].bands):
-                raise InputError(f"date {i} has {len(r.bands)} bands but date 1 has {len(likes[0].bands)}")
+        check_bands(likes)
         like = likes[0]
         # GDAL's block cache: enough for one strip of input blocks of every date (so overlapping tiles and
         # striped files are decoded once), not the whole scene
@@ -289,7 +120,7 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
         ntiles = len(ys) * len(xs)
         step = max(1, math.ceil(max(h, w) / PREVIEW_SIDE))
         preview: list[np.ndarray] = []
-        sinks: list[_Sink] = []
+        sinks: list[io.RowWriter] = []
         seen = [False] * len(paths)
         first: Result | None = None
         model_seconds, ran, k = 0.0, 0, 0
@@ -321,9 +152,9 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
                                    "valid": np.zeros((rows, w), bool)}
                             if umap_path is not None:
                                 buf["umap"] = np.zeros((rows, w), np.float32)
-                            sinks.append(_output_sink(out, like, c, h, w))
+                            sinks.append(io.image_row_writer(out, like, c, h, w))
                             if umap_path is not None:
-                                sinks.append(_map_sink(umap_path, like, h, w))
+                                sinks.append(io.map_row_writer(umap_path, like, h, w))
                         if res.image.shape[0] != buf["acc"].shape[0]:
                             raise InputError(f"{method.name} returned {res.image.shape[0]} bands on one tile "
                                              f"and {buf['acc'].shape[0]} on another")
@@ -335,7 +166,7 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
                             buf["umap"][:th, x:x + tw] += res.maps["uncertainty"] * wt
                     k += 1
                     del rasters, dates, res
-                    _trim_heap()
+                    trim_heap()
                     if progress is not None:
                         progress(k, ntiles)
                 # rows [y, next_y) are final (no later strip reaches them): normalise, encode, write, in chunks
@@ -355,7 +186,7 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
                 if carried:
                     for v in buf.values():
                         v[..., :carried, :] = v[..., n:th, :].copy()
-                _trim_heap()
+                trim_heap()
             for i, ok in enumerate(seen):
                 if not ok:
                     raise InputError(f"{paths[i]}: every pixel is nodata/NaN; nothing to process")

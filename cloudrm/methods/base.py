@@ -9,12 +9,12 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
+from ..dates import MAX_DATES, check_count
 from ..errors import ConfigError, InputError
 from ..io import MIN_SIDE
 from ..sampling import MAX_STEPS, check_sampler
 
 ProgressFn = Callable[[int, int], None]
-MAX_DATES = 3
 #: Seeds are 0..SEED_MAX: torch's generator takes 64 bits, but numpy-style seeding and most tools repeat every
 #: 2**32, so larger values would only alias smaller ones. Others are refused with one line.
 SEED_MAX = 2**32 - 1
@@ -44,8 +44,7 @@ def as_dates(dates: Sequence[np.ndarray | torch.Tensor] | np.ndarray | torch.Ten
         dates = [dates]
     items = [torch.as_tensor(np.asarray(d, dtype=np.float32)) if not isinstance(d, torch.Tensor) else d.float()
              for d in dates]
-    if not 1 <= len(items) <= MAX_DATES:
-        raise InputError(f"got {len(items)} dates; give 1 to {MAX_DATES} images of one place")
+    check_count(len(items))
     for i, d in enumerate(items):
         if d.ndim != 3:
             raise InputError(f"date {i + 1}: expected a (C,H,W) image, got shape {tuple(d.shape)}")

@@ -1,0 +1,118 @@
+"""The dates of one scene: how many, whether they lie on one grid with the same bands, and the model input.
+
+``api`` (images read whole) and ``scene`` (GeoTIFFs read window by window) both go through these rules, so a
+bad set of dates gets the same one-line error whichever path it takes. ``methods`` checks the count of the
+arrays it is given with :func:`check_count` too.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import io
+from .errors import InputError
+
+#: Dates of one scene a method takes (DiffCR's three; single-image methods use the first).
+MAX_DATES = 3
+
+is_tiff = io.is_tiff  # the one TIFF header test (io needs it to pick a reader)
+
+
+def check_count(n: int) -> None:
+    """1..MAX_DATES dates, else the one dates-count error."""
+    if not 1 <= n <= MAX_DATES:
+        raise InputError(f"got {n} input images; give 1 to {MAX_DATES} dates of one place")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a date's pixels lie: size, and CRS + transform when it is georeferenced (else None)."""
+
+    name: str
+    width: int
+    height: int
+    crs: Any = None
+    transform: Any = None
+
+    @classmethod
+    def of_raster(cls, r: io.Raster) -> "Grid":
+        h, w = r.shape
+        geo = r.profile if r.is_geo else {}
+        return cls(os.path.basename(r.path), w, h, geo.get("crs"), geo.get("transform"))
+
+    @classmethod
+    def of_dataset(cls, src: Any, name: str) -> "Grid":
+        """From an open rasterio dataset (no pixels read)."""
+        geo = src.crs is not None
+        return cls(name, src.width, src.height, src.crs if geo else None, src.transform if geo else None)
+
+
+def _crs_name(crs: Any) -> str:
+    try:
+        return crs.to_string()
+    except Exception:
+        return str(crs)
+
+
+def check_grid(grids: Sequence[Grid]) -> None:
+    """Dates of one scene must have the same size and, where both are georeferenced, CRS and transform."""
+    first = grids[0]
+    n1 = f"date 1 ({first.name})" if first.name else "date 1"
+    for i, g in enumerate(grids[1:], 2):
+        ni = f"date {i} ({g.name})" if g.name else f"date {i}"
+        both_geo = g.crs is not None and first.crs is not None
+        if both_geo and g.crs != first.crs:
+            raise InputError(f"{ni} has CRS {_crs_name(g.crs)} but {n1} has {_crs_name(first.crs)}; "
+                             f"dates of one scene must share CRS, transform and size")
+        if (g.width, g.height) != (first.width, first.height):
+            raise InputError(f"{ni} is {g.width}x{g.height} but {n1} is {first.width}x{first.height}; "
+                             f"dates of one scene must have the same size")
+        if both_geo and g.transform != first.transform:
+            a, b = g.transform, first.transform
+            if (a.a, a.e) != (b.a, b.e):
+                what = f"pixel size {a.a:g}x{a.e:g} vs {b.a:g}x{b.e:g}"
+            elif (a.c, a.f) != (b.c, b.f):
+                what = f"origin ({a.c:g}, {a.f:g}) vs ({b.c:g}, {b.f:g})"
+            else:
+                what = "rotation terms differ"
+            raise InputError(f"{ni} has a different transform than {n1}: {what}; "
+                             f"dates of one scene must be on the same grid")
+
+
+def check_bands(rasters: Sequence[io.Raster]) -> None:
+    """Every date has as many bands as the first."""
+    first = rasters[0]
+    for i, r in enumerate(rasters[1:], 2):
+        if len(r.bands) != len(first.bands):
+            raise InputError(f"date {i} has {len(r.bands)} bands but date 1 has {len(first.bands)}")
+
+
+def read_dates(paths: Sequence[str | os.PathLike], bands: Sequence[int | str] | str | None = None) -> list[io.Raster]:
+    """Read 1-3 dates of one scene and check they agree in size, bands and georeferencing."""
+    check_count(len(paths))
+    rasters = [io.read_image(p, bands) for p in paths]
+    check_grid([Grid.of_raster(r) for r in rasters])
+    check_bands(rasters)
+    return rasters
+
+
+def model_input(rasters: Sequence[io.Raster]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,C,H,W) display values and the (H,W) mask of pixels valid in every date.
+
+    Invalid pixels (nodata, NaN) are filled with the date's mean valid colour so a model never sees them
+    as values; they are written back as nodata.
+    """
+    valid = np.logical_and.reduce([r.valid for r in rasters])
+    dates = []
+    for r in rasters:
+        d = io.to_display(r)
+        if not r.valid.all():
+            fill = d[:, r.valid].mean(axis=1) if r.valid.any() else np.zeros(d.shape[0], np.float32)
+            d[:, ~r.valid] = fill[:, None]
+        dates.append(d)
+    c = max(d.shape[0] for d in dates)
+    dates = [np.repeat(d, 3, 0) if d.shape[0] == 1 and c == 1 else d for d in dates]
+    return np.stack(dates), valid
