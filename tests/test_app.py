@@ -28,6 +28,12 @@ def server():
         yield app, url
 
 
+@pytest.fixture
+def allow_paths(monkeypatch):
+    """The operator's switch that lets remote users name weights folders (read at each call)."""
+    monkeypatch.setenv("CLOUDRM_ALLOW_WEIGHTS_PATHS", "1")
+
+
 @pytest.fixture(scope="module")
 def client(server):
     return Client(server[1], verbose=False, analytics_enabled=False)
@@ -39,6 +45,11 @@ def tiny(tmp_path_factory):
 
 
 def _predict(client, images, method="identity", **kw):
+    """(output PNG, metrics) of the public endpoint; its third output (GeoTIFF or None) is checked separately."""
+    return _predict3(client, images, method, **kw)[:2]
+
+
+def _predict3(client, images, method="identity", **kw):
     return client.predict(images=[handle_file(str(p)) for p in images], method=method, api_name="/remove_clouds", **kw)
 
 
@@ -75,7 +86,7 @@ def test_no_reference_gives_null_reference_metrics(client, tmp_path):
 
 
 @pytest.mark.parametrize("method,kw", [("pixel-cr", {}), ("diffcr", {"steps": 2, "sampler": "ddim", "seed": 7})])
-def test_deep_methods_with_weights_folder(client, tmp_path, tiny, method, kw):
+def test_deep_methods_with_weights_folder(client, tmp_path, tiny, allow_paths, method, kw):
     from cloudrm.api import remove_clouds
 
     dates = [write_png(tmp_path / f"d{i}.png", seed=20 + i) for i in range(2)]
@@ -145,7 +156,7 @@ def test_eight_concurrent_jobs_no_cross_talk(client, tmp_path):
     done = 0
     for p, job in zip(images, jobs):
         try:
-            out, met = job.result(timeout=60)
+            out, met, _ = job.result(timeout=60)
         except (QueueError, AppError) as exc:
             assert "queue is full" in str(exc).lower(), exc
             continue
@@ -155,14 +166,14 @@ def test_eight_concurrent_jobs_no_cross_talk(client, tmp_path):
     assert done >= 1
 
 
-def test_ui_compare_geotiff_maps_and_downloads(server, tmp_path, tiny, s2_geotiff):
+def test_ui_compare_geotiff_maps_and_downloads(server, tmp_path, tiny, allow_paths, s2_geotiff):
     """The private multi-method event, called directly: GeoTIFF in -> georeferenced GeoTIFF download,
     an uncertainty map for DiffCR with several seeds, captions and the metrics table."""
     import rasterio
 
     app = server[0]
     tif = s2_geotiff("s2.tif", size=64)
-    gallery, radio, slider, maps, df, downloads, notes, state = app.compare(
+    gallery, radio, slider, maps, df, downloads, notes, state = app.run_compare(
         [str(tif)], None, ["diffcr", "median"], "ddim", 2, "ddpm", 50, 3, str(tiny["diffcr"]), 0, 3, "", None)
     assert [c for _, c in gallery][0] == "cloudy date 1"
     assert gallery[1][1].startswith("median") and gallery[2][1].startswith("diffcr · ddim 2 steps")
@@ -190,6 +201,203 @@ def test_ui_compare_band_choice(server, tmp_path):
         dst.write(data)
     args = (None, ["identity"], "dpmpp", 20, "ddpm", 50, 3, "default", 0, 0)
     with pytest.raises(gr.Error, match="Advanced settings"):
-        app.compare([str(p)], *args, "", None)
-    _, _, _, _, df, downloads, notes, _ = app.compare([str(p)], *args, "4,3,2", None)
+        app.run_compare([str(p)], *args, "", None)
+    _, _, _, _, df, downloads, notes, _ = app.run_compare([str(p)], *args, "4,3,2", None)
     assert list(df["method"]) == ["identity"] and any(d.endswith(".tif") for d in downloads)
+
+
+# ----------------------------------------------------------------------------------------------- hostile clients
+SLASHES = "/x" + "/" * 38
+
+
+@pytest.mark.parametrize("field", ["sampler", "weights", "method"])
+def test_slash_strings_answer_fast_without_echo(client, tmp_path, field):
+    """The old path-stripping pattern backtracked exponentially on slashes (23.7 s for 40); choices are now
+    checked against their lists first and no message repeats what was sent."""
+    import time
+
+    img = write_png(tmp_path / "a.png", seed=1)
+    kw = {"method": "identity", field: SLASHES}
+    t0 = time.perf_counter()
+    with pytest.raises(AppError) as exc:
+        client.predict(images=[handle_file(str(img))], api_name="/remove_clouds", **kw)
+    assert time.perf_counter() - t0 < 8
+    assert "//" not in exc.value.message and "\n" not in exc.value.message
+
+
+def test_clean_message_is_linear():
+    import time
+
+    from cloudrm.service import clean_message
+
+    t0 = time.perf_counter()
+    assert clean_message("/x" + "/" * 200_000 + " failed") == "x"  # long input is cut to a bounded length first
+    assert clean_message("weights /x" + "/" * 38 + " failed") == "weights x failed"
+    assert clean_message("bad '/tmp/gradio/abc/f.png': no") == "bad 'f.png': no"
+    assert clean_message("owner/name and 1/2 stay") == "owner/name and 1/2 stay"
+    assert time.perf_counter() - t0 < 1
+
+
+PATHS = ["/root", "/etc/passwd", "/nonexistent/dir", "~", "../../etc", "owner/name"]
+
+
+def _weights_error(client, img, spec):
+    with pytest.raises(AppError) as exc:
+        _predict(client, [img], "pixel-cr", weights=spec)
+    return exc.value.message
+
+
+def test_weights_paths_off_by_default_one_message(client, tmp_path):
+    img = write_png(tmp_path / "a.png", seed=1)
+    msgs = {_weights_error(client, img, p) for p in PATHS}
+    assert len(msgs) == 1, msgs
+    assert "bundled variant" in msgs.pop()
+
+
+def test_weights_paths_allowed_one_message_for_every_unusable_path(client, tmp_path, allow_paths, tiny):
+    from cloudrm.service import UNUSABLE_WEIGHTS
+
+    img = write_png(tmp_path / "a.png", seed=1)
+    wrong_method = str(tiny["diffcr"])  # a real weights folder, but for another method
+    msgs = {_weights_error(client, img, p) for p in PATHS + [wrong_method]}
+    assert msgs == {UNUSABLE_WEIGHTS}
+    out, _ = _predict(client, [img], "pixel-cr", weights=str(tiny["pixel-cr"]))  # a usable folder works
+    assert read_png(out).shape == (64, 64, 3)
+
+
+def test_model_cache_keyed_by_resolved_folder_and_bounded(tiny, tmp_path, monkeypatch):
+    from cloudrm import methods
+
+    folder = str(tiny["pixel-cr"])
+    spellings = [folder, folder + "/", folder.replace("/", "//"), folder + "/.", f"{folder}/../{tiny['pixel-cr'].name}"]
+    first = methods.load_method("pixel-cr", folder)
+    assert all(methods.load_method("pixel-cr", s) is first for s in spellings)
+    monkeypatch.setattr(methods, "MAX_CACHED", 2)
+    copies = []
+    for i in range(3):  # three distinct folders: the least recently used is dropped
+        d = tmp_path / f"copy{i}"
+        import shutil
+        shutil.copytree(folder, d)
+        copies.append(methods.load_method("pixel-cr", str(d)))
+    deep = [k for k in methods._cache if k[0] not in ("identity", "median")]
+    assert len(deep) == 2 and all(str(tmp_path) in k[1] for k in deep)
+    assert methods.load_method("pixel-cr", str(tmp_path / "copy2")) is copies[2]
+
+
+@pytest.mark.parametrize("seed,ok", [(0, True), (2**32 - 1, True), (2**32, False), (-1, False), (2**70, False)])
+def test_seed_range(client, tmp_path, seed, ok):
+    img = write_png(tmp_path / "a.png", seed=1)
+    if ok:
+        _predict(client, [img], "identity", seed=seed)
+    else:
+        with pytest.raises(AppError, match=r"seed must be an integer in 0\.\.4294967295"):
+            _predict(client, [img], "identity", seed=seed)
+
+
+def test_geotiff_in_gives_geotiff_out(client, s2_geotiff):
+    import rasterio
+
+    tif = s2_geotiff("s2.tif", size=64)
+    png, met, out_tif = _predict3(client, [tif], "median")
+    assert read_png(png).shape == (64, 64, 3) and out_tif.endswith(".tif")
+    with rasterio.open(out_tif) as a, rasterio.open(tif) as b:
+        assert a.crs == b.crs and a.transform == b.transform and a.count == 3
+
+
+def test_burst_from_one_client_leaves_others_working(server, tmp_path, monkeypatch):
+    """One client submits 20 slow jobs: it gets at most a few queued, page loads and another client work."""
+    import time
+
+    import httpx
+    from gradio_client.utils import QueueError
+
+    app, url = server
+    real = app.cmp.run_one
+
+    def slow(*a, **k):
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(app.cmp, "run_one", slow)
+    img = write_png(tmp_path / "a.png", seed=1)
+    hog = Client(url, verbose=False, analytics_enabled=False)
+    jobs = [hog.submit(images=[handle_file(str(img))], method="identity", api_name="/remove_clouds") for _ in range(20)]
+    time.sleep(1.0)
+    assert httpx.get(url, timeout=5).status_code == 200  # page load
+    other = Client(url, verbose=False, analytics_enabled=False)
+    out, _ = _predict(other, [img], "identity")
+    assert np.array_equal(read_png(out), read_png(img))
+    done = refused = 0
+    for job in jobs:
+        try:
+            job.result(timeout=60)
+            done += 1
+        except QueueError:
+            refused += 1
+    assert refused >= 20 - 1 - app.MAX_JOBS_PER_CLIENT - 1 and done >= 1, (done, refused)
+
+
+def test_result_folders_bounded_and_pruned_on_timer(tmp_path):
+    import time
+
+    from cloudrm.service import ResultStore
+
+    store = ResultStore(tmp_path / "res", max_bytes=50_000, max_age=3600, interval=0.05)
+    for i in range(300):
+        (store.new() / "out.png").write_bytes(b"x" * 5000)
+        assert store.usage() <= 55_000
+    store.max_age = 0.0
+    store.start()
+    time.sleep(0.5)
+    store.stop()
+    assert store.usage() == 0
+
+
+def test_app_results_stay_under_the_bound(server, client, tmp_path, monkeypatch):
+    app = server[0]
+    monkeypatch.setattr(app.STORE, "max_bytes", 200_000)
+    img = write_png(tmp_path / "a.png", seed=1)
+    for _ in range(30):
+        _predict(client, [img], "identity")
+    assert app.STORE.usage() <= 200_000 + 60_000  # the bound plus the newest request
+
+
+# ----------------------------------------------------------------------------------------------- visitors
+def test_upload_feedback_in_one_line(server, tmp_path):
+    app = server[0]
+    ok = [write_png(tmp_path / f"d{i}.png", seed=i) for i in range(3)]
+    previews, msg = app.check_uploads([str(p) for p in ok], None)
+    assert len(previews) == 3 and msg.startswith("✅ 3 dates, 64x64 px")
+    for files, needle in [([str(_text_as_png(tmp_path))], "not a readable image"),
+                          ([str(write_png(tmp_path / "px.png", 1, size=1))], "at least 16 px"),
+                          ([str(p) for p in ok] + [str(ok[0])], "1 to 3")]:
+        previews, msg = app.check_uploads(files, None)
+        assert previews == [] and msg.startswith("⚠️") and needle in msg and "\n" not in msg
+        assert str(tmp_path) not in msg
+
+
+def test_geotiff_upload_shows_where_it_is(server, s2_geotiff):
+    previews, msg = server[0].check_uploads([str(s2_geotiff("s2.tif", size=64))], None)
+    assert "EPSG:32633" in msg and "lon" in msg and "B04, B03, B02" in msg
+
+
+def test_sample_presets_follow_the_group():
+    from cloudrm.methods import METHODS
+    from cloudrm.service import preset_methods
+
+    assert "diffcr" not in preset_methods("RICE1", METHODS)
+    assert preset_methods("Sentinel-2", METHODS) == ["median", "diffcr"]
+    assert preset_methods("RICE1", ["identity", "median"]) == ["median"]
+
+
+def test_settings_wording():
+    from cloudrm.compare import settings_text
+
+    assert settings_text({"sampler": "dpmpp", "steps": 1, "seed": 0}).startswith("1 step (direct prediction)")
+    assert settings_text({"sampler": "ddim", "steps": 20, "seed": 3}) == "ddim 20 steps, seed 3"
+
+
+def test_about_shows_eval_numbers_not_training_checks(server):
+    about = server[0].about_markdown()
+    assert "held-out" not in about.split("### Weights")[1].split("|")[0] or "eval" in about
+    assert "21.58" not in about and "25.52" not in about  # ControlNet scores logged during training
