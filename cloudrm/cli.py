@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import CloudRMError, one_line
@@ -18,7 +20,7 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampler steps 1-50 (default: the method's)")
     p.add_argument("--sampler", default=None, help="dpmpp, ddim or ddpm (default: the method's)")
     p.add_argument("--inr", type=int, default=None, help="IDF-CR INR weights K in 1..3 (default 3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0..4294967295 (2**32 - 1)")
     p.add_argument("--weights", default=None, help="variant name, local folder or hub repo id owner/name[@rev]")
     p.add_argument("--samples", type=int, default=1, help="seeds to draw for the uncertainty map")
 
@@ -72,9 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread: like Ctrl-C it unwinds through every writer, whose cleanup removes
+    its temporary ``.part`` file (the default SIGTERM action would kill the process mid-write)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_malloc()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return _dispatch(args)
     except CloudRMError as exc:
@@ -83,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

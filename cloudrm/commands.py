@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 def _progress_bar(desc: str):
@@ -35,6 +35,7 @@ def remove(args: argparse.Namespace) -> int:
         return run_batch(args)
     if not args.inputs:
         raise InputError("no input images: give 1 to 3 cloudy dates of one place")
+    _check_remove_paths(args)
     res = remove_clouds(args.inputs, args.output, method=args.method, weights=args.weights, sampler=args.sampler,
                         steps=args.steps, inr=args.inr, seed=args.seed, samples=args.samples, bands=args.bands,
                         uncertainty=args.uncertainty, tile=args.tile, overlap=args.overlap,
@@ -43,6 +44,22 @@ def remove(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.output} ({args.method}, {res.seconds:.2f} s)")
     return 0
+
+
+def _check_remove_paths(args: argparse.Namespace) -> None:
+    """Before any work: the seed is in range, ``-o`` is not a folder, ``--uncertainty`` is not ``-o``."""
+    from .methods.base import check_seed
+
+    check_seed(args.seed)
+    out = Path(args.output)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; -o names the output file (.png, .tif), or use --batch for a folder")
+    if args.uncertainty is not None:
+        unc = Path(args.uncertainty)
+        if unc.is_dir():
+            raise ConfigError(f"{unc}: is a folder; --uncertainty names a file (.png, .tif)")
+        if unc.resolve() == out.resolve():
+            raise ConfigError("--uncertainty and -o name the same file; give the map its own name")
 
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name

@@ -116,15 +116,56 @@ def _bad(tmp_path, rgb_png, kind):
         return ["remove", good, "-o", out, "--method", "diffcr", "--weights", tmp_path / "noweights"]
     if kind == "evaldata":
         return ["eval", "--method", "identity", "--data", tmp_path / "nodata"]
+    if kind == "outfolder":  # -o naming an existing folder (with an image suffix, so only the folder is wrong)
+        (tmp_path / "dir.png").mkdir()
+        return ["remove", good, "-o", tmp_path / "dir.png"]
+    if kind == "seed_huge":
+        return ["remove", good, "-o", out, "--seed", str(2**70)]
+    if kind == "seed_negative":
+        return ["remove", good, "-o", out, "--seed", "-1"]
+    if kind == "unc_same":
+        return ["remove", good, "-o", out, "--method", "diffcr", "--samples", "2", "--uncertainty", out]
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "empty", "tiny", "sizes", "four_dates", "no_dates", "method",
-                                  "sampler", "steps0", "steps51", "k4", "outdir", "outext", "weights", "evaldata"])
+                                  "sampler", "steps0", "steps51", "k4", "outdir", "outext", "weights", "evaldata",
+                                  "outfolder", "seed_huge", "seed_negative", "unc_same"])
 def test_user_errors_exit_2_with_one_line(tmp_path, rgb_png, kind):
     r = run(*_bad(tmp_path, rgb_png, kind))
     assert r.returncode == 2, (kind, r.stdout, r.stderr)
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
-    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.glob(".*.part"))
+    assert not list(tmp_path.glob("o.*")) and not list(tmp_path.rglob(".*.part"))
+    if kind == "outfolder":
+        assert not list((tmp_path / "dir.png").iterdir())
+    if kind.startswith("seed"):
+        assert "0..4294967295" in last
+
+
+def test_sigterm_mid_scene_leaves_no_part_files(tmp_path, s2_geotiff):
+    """SIGTERM while a tiled scene is being written: exit 143 with one line, no output, no hidden .part file."""
+    import signal
+    import time
+
+    src = s2_geotiff("big.tif", size=1536, nodata_block=False)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "cloudrm", "remove", str(src), "-o", str(out_dir / "o.tif"),
+                             "--method", "diffcr", "--steps", "20"], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not list(out_dir.glob(".*.part")):
+            time.sleep(0.2)
+        assert list(out_dir.glob(".*.part")), "the scene writer never started"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in err
+    assert list(out_dir.iterdir()) == []
