@@ -50,6 +50,7 @@ def measure(method: str, size: int, dates: int, steps: int | None, sampler: str 
     rng = np.random.default_rng(0)
     x = [rng.random((3, size, size), dtype=np.float32) for _ in range(dates)]
     kw = {"steps": steps, "sampler": sampler} if m.stochastic else {}
+    run = m.settings(sampler, steps, None) if m.stochastic else {}  # the defaults filled in, for the row
     m(x, **kw)  # warm-up (also loads lazily built parts)
     times = []
     for r in range(repeats):
@@ -70,8 +71,8 @@ def measure(method: str, size: int, dates: int, steps: int | None, sampler: str 
     else:
         one = total / n_eval
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": method, "size": size, "dates": dates, "steps": steps if m.stochastic else None,
-            "sampler": sampler or m.default_sampler, "seconds_median": round(statistics.median(times), 4),
+    return {"method": method, "size": size, "dates": dates, "steps": run.get("steps"), "sampler": run.get("sampler"),
+            "seconds_median": round(statistics.median(times), 4),
             "params": int(params), "gmacs": None if one is None else round(one, 3), "gmacs_total": round(total, 3),
             "peak_rss_mb": round(rss, 1), "threads": torch.get_num_threads(), "weights": m.weights_id}
 
@@ -108,7 +109,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 continue
             r = json.loads(line[0][5:])
             results.append(r)
-            print(f"{r['method']:<9} {size:>4}px dates {r['dates']} steps {str(r['steps']):>4} {str(r['sampler']):>6}: "
+            how = f"{r['sampler']} {r['steps']} step{'s' if r['steps'] != 1 else ''}" if r["steps"] else "one pass"
+            print(f"{r['method']:<9} {size:>4}px dates {r['dates']} {how:>15}: "
                   f"{r['seconds_median']:.3f} s  {r['params'] / 1e6:.2f} M params  {r['gmacs']} GMACs/eval  "
                   f"{r['gmacs_total']} GMACs total  {r['peak_rss_mb']:.0f} MB")
     out = {"results": results, "reference_gflops": reference_gflops()}
