@@ -10,23 +10,37 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from huggingface_hub import snapshot_download
 
 from .errors import WeightsError, one_line
 
 BUNDLED = Path(__file__).resolve().parent / "bundled_weights"
-#: method -> (weights folder under cloudrm/bundled_weights, default variant, variants)
-VARIANTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "pixel-cr": ("idfcr", "rice2", ("rice1", "rice2")),
-    "idf-cr": ("idfcr", "rice2", ("rice1", "rice2")),
-    "diffcr": ("diffcr", "sen2", ("sen2", "rice2")),
+#: Seconds to wait for the hub's answer (per file) before a one-line error; HF_HUB_ETAG_TIMEOUT overrides.
+#: Downloads use huggingface_hub's own timeout (HF_HUB_DOWNLOAD_TIMEOUT, 10 s by default).
+HUB_ETAG_TIMEOUT = 5.0
+
+
+class Family(NamedTuple):
+    """The bundled weights of one method: its folder under ``bundled_weights/``, default variant, variants."""
+
+    folder: str
+    default: str
+    names: tuple[str, ...]
+
+
+#: method -> its bundled weights (idf-cr folders carry pixel-cr's weights too)
+VARIANTS: dict[str, Family] = {
+    "pixel-cr": Family("idfcr", "rice2", ("rice1", "rice2")),
+    "idf-cr": Family("idfcr", "rice2", ("rice1", "rice2")),
+    "diffcr": Family("diffcr", "sen2", ("sen2", "rice2")),
 }
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 
 
 def bundled_dir(method: str, variant: str) -> Path:
-    folder, _, _ = VARIANTS[method]
-    return BUNDLED / folder / variant
+    return BUNDLED / VARIANTS[method].folder / variant
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -43,7 +57,7 @@ def resolve(method: str, spec: str | None = None) -> tuple[Path, str]:
     """Return (folder, description) for ``spec``: variant name, local folder or ``owner/name[@rev]``."""
     if method not in VARIANTS:
         raise WeightsError(f"method '{method}' has no weights")
-    _, default, variants = VARIANTS[method]
+    default, variants = VARIANTS[method].default, VARIANTS[method].names
     spec = spec or default
     if spec in variants:
         folder = bundled_dir(method, spec)
@@ -61,15 +75,19 @@ def resolve(method: str, spec: str | None = None) -> tuple[Path, str]:
                        f"an existing folder, or a hub repo id owner/name[@revision]")
 
 
-def _download(spec: str) -> Path:
-    """Snapshot a hub repo (lazy, short timeouts); offline or unreachable -> one-line WeightsError."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    from huggingface_hub import snapshot_download
-
+def hub_snapshot(spec: str, allow_patterns: list[str] | None = None, repo_type: str | None = None) -> Path:
+    """Download (or find in the cache) hub repo ``owner/name[@revision]`` with a short answer timeout; the
+    process environment is left as it is. Failures (offline, not found, auth) propagate to the caller."""
     repo, _, rev = spec.partition("@")
+    timeout = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or HUB_ETAG_TIMEOUT)
+    return Path(snapshot_download(repo, revision=rev or None, repo_type=repo_type, allow_patterns=allow_patterns,
+                                  etag_timeout=timeout))
+
+
+def _download(spec: str) -> Path:
+    """A whole weights folder from the hub; offline or unreachable -> one-line WeightsError."""
     try:
-        return Path(snapshot_download(repo, revision=rev or None, allow_patterns=["*.json", "*.safetensors", "*/*"]))
+        return hub_snapshot(spec, ["*.json", "*.safetensors", "*/*"])
     except Exception as exc:  # offline, not found, auth: all one line
         msg = one_line(exc)
         raise WeightsError(f"weights '{spec}' could not be fetched from the Hugging Face Hub ({msg[:160]})") from None
@@ -100,6 +118,29 @@ def load_model(cls, folder: Path, subfolder: str):
     return model.float().eval()  # weights may be stored in fp16; compute in fp32
 
 
+def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
+    """A part of a weights folder: ``folder/name`` (save_pretrained), the same part of another folder named
+    (relative to this one) by the metadata's ``{"folder": ...}``, or ``{"hub": "owner/name[@rev]",
+    "subfolder": ...}`` (e.g. a Stable Diffusion VAE or U-Net). Returned in fp32 for inference (local
+    weights may be stored in fp16); any failure is a one-line WeightsError naming the part."""
+    comp = (meta.get("components") or {}).get(name) or {}
+    if (folder / name / "config.json").exists() or not (comp.get("folder") or comp.get("hub")):
+        return load_model(cls, folder, name)  # a missing part raises here, naming its folder
+    if comp.get("folder"):
+        # another bundled variant's part, e.g. rice1 uses rice2's VAE and prior: {"folder": "../rice2"}
+        return load_model(cls, (folder / comp["folder"]).resolve(), name)
+    hub, sub = str(comp["hub"]), comp.get("subfolder")
+    try:
+        local = hub_snapshot(hub, [f"{sub}/*"] if sub else None)
+        model = cls.from_pretrained(str(local), subfolder=sub)
+    except Exception as exc:  # offline, missing, auth: one line
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        offline = " while offline (HF_HUB_OFFLINE is set)" if offline else ""
+        raise WeightsError(f"{name}: '{hub}' could not be loaded from the Hugging Face Hub{offline} "
+                           f"({one_line(exc)[:160]})") from None
+    return model.eval().float()
+
+
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cloudrm.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -109,7 +150,7 @@ def variants_present(method: str) -> list[str]:
     """The bundled variants of ``method`` whose folder has a ``cloudrm.json`` in this checkout."""
     if method not in VARIANTS:
         return []
-    return [v for v in VARIANTS[method][2] if (bundled_dir(method, v) / "cloudrm.json").exists()]
+    return [v for v in VARIANTS[method].names if (bundled_dir(method, v) / "cloudrm.json").exists()]
 
 
 def spec_for(method: str, choice: str | None) -> str | None:
@@ -119,10 +160,10 @@ def spec_for(method: str, choice: str | None) -> str | None:
     default, else any bundled variant; any other value (a folder or a hub repo id) is passed through."""
     if method not in VARIANTS:
         return None
-    _, default, _ = VARIANTS[method]
+    default = VARIANTS[method].default
     present = variants_present(method)
     if choice and choice != "default":
-        if not any(choice in names for _, _, names in VARIANTS.values()):
+        if not any(choice in f.names for f in VARIANTS.values()):
             return choice
         if choice in present:
             return None if choice == default else choice

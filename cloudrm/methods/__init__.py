@@ -1,54 +1,48 @@
-"""The method registry: name -> class. ``load_method`` caches loaded models (thread-safe)."""
+"""The method registry: name -> class (:data:`REGISTRY`). ``load_method`` caches loaded models (thread-safe)."""
 from __future__ import annotations
 
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError
+from ..weights import VARIANTS, bundled_dir
 from .base import Method, Result, as_dates
 from .classic import Identity, Median
+from .diffcr import DiffCR
+from .idfcr import IDFCR
+from .pixelcr import PixelCRMethod
 
-METHODS = ("identity", "median", "pixel-cr", "idf-cr", "diffcr")
+#: method name -> class, in the order the CLI, the app and the README list them
+REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (Identity, Median, PixelCRMethod, IDFCR, DiffCR)}
+METHODS = tuple(REGISTRY)
 #: Loaded deep models kept in memory (env CLOUDRM_MAX_MODELS): every bundled variant of every method fits.
 MAX_CACHED = max(1, int(os.environ.get("CLOUDRM_MAX_MODELS", "6")))
-_CLASSIC = ("identity", "median")
+_CLASSIC = tuple(n for n in REGISTRY if n not in VARIANTS)  # no weights: tiny, never evicted
 _cache: OrderedDict[tuple, Method] = OrderedDict()
 _lock = threading.Lock()
 
 
 def method_class(name: str) -> type[Method]:
-    if name == "identity":
-        return Identity
-    if name == "median":
-        return Median
-    if name == "pixel-cr":
-        from .pixelcr import PixelCRMethod
-        return PixelCRMethod
-    if name == "diffcr":
-        from .diffcr import DiffCR
-        return DiffCR
-    if name == "idf-cr":
-        from .idfcr import IDFCR
-        return IDFCR
-    raise ConfigError(f"unknown method '{name}' (use {', '.join(METHODS)})")
+    """The class registered under ``name``; an unknown name is a one-line ConfigError."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown method '{name}' (use {', '.join(METHODS)})") from None
 
 
 def _weights_key(name: str, spec: str | None) -> tuple[str, float]:
     """(resolved weights folder, modification time of its cloudrm.json): every spelling of one folder
     (extra slashes, ``..``, ``~``, a symlink) shares one cache entry, and re-exported weights are picked up.
     Hub ids and specs that do not name a folder are keyed as given (the method resolves or refuses them)."""
-    from pathlib import Path
-
-    from ..weights import VARIANTS, bundled_dir
-
     if name not in VARIANTS:
         return "", 0.0
-    variants = VARIANTS[name][2]
-    if spec is None or spec in variants:
-        folder = bundled_dir(name, spec or VARIANTS[name][1])
+    family = VARIANTS[name]
+    if spec is None or spec in family.names:
+        folder = bundled_dir(name, spec or family.default)
     else:
         folder = Path(os.path.expanduser(spec))
         if not folder.is_dir():
@@ -78,4 +72,4 @@ def load_method(name: str, weights: str | None = None, device: str | torch.devic
         return m
 
 
-__all__ = ["METHODS", "Method", "Result", "as_dates", "load_method", "method_class"]
+__all__ = ["METHODS", "REGISTRY", "Method", "Result", "as_dates", "load_method", "method_class"]

@@ -5,6 +5,7 @@ import torch
 
 from .. import weights
 from ..models.pixel_cr import PixelCR
+from ..pipelines.pixelcr import pixel_cr_forward
 from .base import Method
 
 
@@ -12,15 +13,6 @@ def load_pixel_cr(spec: str | None, device: torch.device) -> tuple[PixelCR, dict
     folder, wid = weights.resolve("pixel-cr", spec)
     meta = weights.check_method(folder, "pixel-cr")
     return weights.load_model(PixelCR, folder, "pixel_cr").to(device), meta, wid
-
-
-@torch.no_grad()
-def pixel_cr_forward(model: PixelCR, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C,H,W) in [0,1] -> (output (C,H,W), cloud map (H,W)), any size."""
-    device = next(model.parameters()).device
-    out, maps = model(image[None].to(device))
-    cloud = PixelCR.cloud_map(maps, image.shape[-2:])
-    return out[0].clamp(0, 1).float().cpu(), cloud[0, 0].float().cpu()
 
 
 class PixelCRMethod(Method):

@@ -1,0 +1,57 @@
+"""The DiffCR pipeline: conditional diffusion that predicts x0, sampled with DPM-Solver++ (default), DDIM or DDPM.
+
+    cond = unet.encode_condition(dates)                        # once per image (the decoupled encoder)
+    x_T ~ N(0, I)
+    for t in scheduler.timesteps:                             # sampling.sample, shared with IDF-CR
+        x0_hat = unet(x_t, alpha_bar_t, cond)                  # noise level = alpha_bar, as in training
+        x_{t-1} = scheduler.step(x0_hat, t, x_t)               # prediction_type = "sample"
+
+``steps=1`` is the paper's "1 step" row: the network's x0 from pure noise at the highest noise level.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import sampling
+from ..models.blocks import pad_to_multiple
+from ..models.diffcr_unet import DiffCRUNet
+from ..sampling import ProgressFn
+
+#: the training schedule (DiffCR paper): sigmoid alpha_bar, 2000 steps
+TRAIN_STEPS = 2000
+
+
+def train_alphas_cumprod() -> np.ndarray:
+    return sampling.sigmoid_alphas_cumprod(TRAIN_STEPS)
+
+
+@torch.no_grad()
+def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmpp", steps: int = 20,
+                  generator: torch.Generator, progress: ProgressFn | None = None) -> torch.Tensor:
+    """dates (B, N, C, H, W) in [0,1] -> x0 (B, C, H, W) in [0,1]. Any H, W (padded, cropped back)."""
+    sampling.check_sampler(sampler, steps)
+    device = next(unet.parameters()).device
+    b, n, c, h, w = dates.shape
+    dp, _ = pad_to_multiple(dates.flatten(0, 1).to(device) * 2 - 1, unet.multiple)
+    # NHWC activations: the 1x1 convs, depthwise convs and LayerNorm2d run ~1.3x faster on CPU (same numbers)
+    dp = dp.contiguous(memory_format=torch.channels_last)
+    cond = unet.encode_condition(dp.unflatten(0, (b, n)))
+    ac = torch.as_tensor(train_alphas_cumprod(), device=device)
+    noise = sampling.randn((b, c) + dp.shape[-2:], generator, device).contiguous(memory_format=torch.channels_last)
+
+    def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(x_t, sampling.noise_level(ac, t).expand(b), cond).clamp(-1, 1)
+
+    if steps == 1:  # one network evaluation at the highest noise level
+        x0 = model_fn(noise, torch.tensor(TRAIN_STEPS - 1))
+        if progress:
+            progress(1, 1)
+    else:
+        sched = sampling.make_scheduler(sampler, prediction_type="sample",
+                                        trained_betas=sampling.betas_from_alphas_cumprod(ac.cpu().numpy()))
+        x0 = sampling.sample(model_fn, sched, noise, steps=steps, generator=generator, progress=progress)
+    return ((x0[..., :h, :w].clamp(-1, 1) + 1) / 2).float().cpu()
+
+
+__all__ = ["TRAIN_STEPS", "diffcr_sample", "train_alphas_cumprod"]
