@@ -6,7 +6,7 @@ argument handling only; running methods, writing outputs and scoring live in :mo
 Limits (the README repeats them): images up to :data:`MAX_SIDE` = 1024 px a side (larger ones are refused;
 the CLI tiles any size), sides over 512 px run tiled as in the CLI; uploads up to 20 MB; 1-3 dates. One model
 job runs at a time; each client may have at most :data:`MAX_JOBS_PER_CLIENT` jobs waiting. Page loads,
-previews and sample picks never wait in that queue. Results are kept at most an hour and 512 MB in all.
+previews and sample picks never wait in that queue. Results are kept an hour, 512 MB in all (CLOUDRM_RESULTS_MB).
 Remote users pick bundled weights variants; weights folders and hub repo ids only when the operator sets
 ``CLOUDRM_ALLOW_WEIGHTS_PATHS=1``.
 
@@ -39,7 +39,7 @@ from cloudrm.runtime import tune_malloc  # noqa: E402
 tune_malloc(arenas=2)
 
 import logging  # noqa: E402
-import threading  # noqa: E402
+import functools  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -82,7 +82,8 @@ QUEUE_KWARGS: dict[str, Any] = {"max_size": 32, "default_concurrency_limit": 1}
 DEVICE = "cuda" if torch.cuda.is_available() else None  # None = CPU, the package's default
 # Results go under Gradio's own cache folder: files there are served as they are, not copied a second time.
 CACHE = Path(gr.utils.get_upload_folder())
-STORE = svc.ResultStore(CACHE / "cloudrm-results", max_bytes=512 * 2**20, max_age=3600, interval=60)
+STORE = svc.ResultStore(CACHE / "cloudrm-results", max_bytes=int(os.environ.get("CLOUDRM_RESULTS_MB", 512)) * 2**20,
+                        max_age=3600, interval=60)
 SAMPLE_DIR = CACHE / "cloudrm-samples"
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -165,22 +166,17 @@ def available_methods() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- samples
-_samples_lock = threading.Lock()
-_samples_cache: list[samples_mod.Sample] | None = None
 GROUP_KEYS = list(samples_mod.GROUPS)
 
 
+@functools.cache
 def get_samples() -> list[samples_mod.Sample]:
     """The sample registry, read once per process (on first page load, never at import)."""
-    global _samples_cache
-    with _samples_lock:
-        if _samples_cache is None:
-            try:
-                _samples_cache = samples_mod.list_samples()
-            except Exception:  # the page must still come up
-                log.exception("sample registry failed")
-                _samples_cache = []
-        return _samples_cache
+    try:
+        return samples_mod.list_samples()
+    except Exception:  # the page must still come up
+        log.exception("sample registry failed")
+        return []
 
 
 def _sample_copy(sample: samples_mod.Sample) -> tuple[list[str], str | None, str]:

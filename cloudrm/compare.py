@@ -153,9 +153,13 @@ def compare(paths: Sequence[str], reference: str | None, methods: Sequence[str],
         raise ConfigError("no method selected: tick at least one method")
     options = {k: parse_options(**v) for k, v in (options or {}).items()}
     seed = parse_seed(seed)
+    bands = blank(bands)
+    if bands is not None and not re.fullmatch(r"[\w ]{1,12}(,[\w ]{1,12}){0,3}", str(bands)):
+        raise ConfigError("bands: give 3 (or 4) 1-based indexes or band names separated by commas, e.g. 4,3,2 "
+                          "or B04,B03,B02")
     progress = progress or (lambda f, d: None)
-    rasters = read_dates(paths, blank(bands))
-    ref = io.read_reference(reference, rasters[0], blank(bands))
+    rasters = read_dates(paths, bands)
+    ref = io.read_reference(reference, rasters[0], bands)
     dates, valid = model_input(rasters)
     like = rasters[0]
     out_like = replace(like, bands=tuple(like.bands[:3]))

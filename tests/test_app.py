@@ -202,6 +202,8 @@ def test_ui_compare_band_choice(server, tmp_path):
     args = (None, ["identity"], "dpmpp", 20, "ddpm", 50, 3, "default", 0, 0)
     with pytest.raises(gr.Error, match="Advanced settings"):
         app.run_compare([str(p)], *args, "", None)
+    with pytest.raises(gr.Error, match="bands: give 3"):
+        app.run_compare([str(p)], *args, "/x" + "/" * 38, None)
     _, _, _, _, df, downloads, notes, _ = app.run_compare([str(p)], *args, "4,3,2", None)
     assert list(df["method"]) == ["identity"] and any(d.endswith(".tif") for d in downloads)
 
