@@ -15,56 +15,17 @@ import torch
 from cloudrm import weights
 from cloudrm.errors import ConfigError, WeightsError
 
+from conftest import tiny_idfcr_parts
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "cloudrm" / "training" / "configs"
 
 
-def _tiny_parts(seed: int = 0):
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-
-    from cloudrm.models.pixel_cr import PixelCR
-
-    torch.manual_seed(seed)
-    pcr = PixelCR(dim=16, stem_dims=(8,), depths=(1,), heads=2, window=4, mlp_ratio=2.0)
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        block_out_channels=(8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
-                        mid_block_add_attention=False, scaling_factor=1.5, shift_factor=0.1)
-    prior = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4,
-                                 down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
-                                 mid_block_type="UNetMidBlock2D", block_out_channels=(8, 16, 16), layers_per_block=1,
-                                 norm_num_groups=8, cross_attention_dim=8)
-    nets = {}
-    for k in (1, 2, 3):
-        cn = ControlNetModel.from_unet(prior, conditioning_embedding_out_channels=(8,), conditioning_channels=4)
-        with torch.no_grad():  # a trained ControlNet has non-zero zero-convs: make the three differ
-            for p in cn.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        nets[k] = cn
-    return pcr, vae, prior, nets
-
-
-def _save_folder(folder: Path, seed: int = 0) -> Path:
-    pcr, vae, prior, nets = _tiny_parts(seed)
-    pcr.save_pretrained(str(folder / "pixel_cr"))
-    vae.save_pretrained(str(folder / "vae"))
-    prior.save_pretrained(str(folder / "prior"))
-    for k, cn in nets.items():
-        cn.save_pretrained(str(folder / f"controlnet_k{k}"))
-    weights.write_meta(folder, {"method": "idf-cr", "variant": "test", "bands": ["B04", "B03", "B02"],
-                                "components": {}})
-    return folder
-
-
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return _save_folder(tmp_path_factory.mktemp("idfcr") / "w")
-
-
-@pytest.fixture(scope="module")
-def method(tiny_folder):
+def method(tiny_idfcr):
     from cloudrm.methods.idfcr import IDFCR
 
-    return IDFCR(str(tiny_folder))
+    return IDFCR(str(tiny_idfcr))
 
 
 def _image(h, w, seed=0):
@@ -123,7 +84,7 @@ def test_step_gmacs(method):
 
 
 def test_color_fix_keeps_reference_low_frequencies():
-    from cloudrm.methods.idfcr import color_fix, gaussian_lowpass
+    from cloudrm.pipelines.idfcr import color_fix, gaussian_lowpass
 
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
     ref = torch.stack([0.3 + 0.3 * xx, 0.2 + 0.4 * yy, 0.5 - 0.2 * xx * yy])[None]  # smooth
@@ -144,7 +105,7 @@ def test_color_fix_modes(method, monkeypatch):
     """residual: y_pcr + D(z0) - D(E(y_pcr)) is exactly y_pcr when the diffusion returns its condition;
     lowpass keeps y_pcr's low frequencies only; none is D(z0); an unknown mode is a ConfigError."""
     from cloudrm import sampling
-    from cloudrm.methods import idfcr as M
+    from cloudrm.pipelines import idfcr as M
 
     monkeypatch.setattr(sampling, "sample", lambda model_fn, sched, noise, **kw: M.encode(method.vae, PADDED[0]))
     x = torch.from_numpy(_image(48, 40))[None]
@@ -162,11 +123,11 @@ def test_color_fix_modes(method, monkeypatch):
         M.color_fix_mode("wavelet")
 
 
-def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
+def test_corrupt_or_missing_weights_name_the_file(tiny_idfcr, tmp_path):
     from cloudrm.methods.idfcr import IDFCR
 
     bad = tmp_path / "bad"
-    shutil.copytree(tiny_folder, bad)
+    shutil.copytree(tiny_idfcr, bad)
     (bad / "prior" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError) as e:
         IDFCR(str(bad))
@@ -174,7 +135,7 @@ def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
     assert "prior" in msg and "diffusion_pytorch_model.safetensors" in msg and "\n" not in msg
 
     bad2 = tmp_path / "bad2"
-    shutil.copytree(tiny_folder, bad2)
+    shutil.copytree(tiny_idfcr, bad2)
     shutil.rmtree(bad2 / "controlnet_k2")
     m = IDFCR(str(bad2))
     m([_image(32, 32)], steps=2, inr=1)
@@ -182,7 +143,7 @@ def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
         m([_image(32, 32)], steps=2, inr=2)
 
     mismatch = tmp_path / "mismatch"  # a ControlNet from another prior
-    shutil.copytree(tiny_folder, mismatch)
+    shutil.copytree(tiny_idfcr, mismatch)
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     wrong = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, down_block_types=("DownBlock2D",) * 2,
@@ -195,19 +156,19 @@ def test_corrupt_or_missing_weights_name_the_file(tiny_folder, tmp_path):
         IDFCR(str(mismatch))([_image(32, 32)], steps=2)
 
     other = tmp_path / "other"
-    shutil.copytree(tiny_folder, other)
+    shutil.copytree(tiny_idfcr, other)
     weights.write_meta(other, {"method": "diffcr"})
     with pytest.raises(WeightsError, match="diffcr"):
         IDFCR(str(other))
 
 
-def test_hub_stable_diffusion_parts_offline_is_one_line(tiny_folder, tmp_path, monkeypatch):
+def test_hub_stable_diffusion_parts_offline_is_one_line(tiny_idfcr, tmp_path, monkeypatch):
     """The paper-scale path: vae/prior named by a hub id (from_pretrained); offline -> one-line WeightsError."""
     from cloudrm.methods.idfcr import IDFCR
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub = tmp_path / "hub"
-    shutil.copytree(tiny_folder, hub)
+    shutil.copytree(tiny_idfcr, hub)
     shutil.rmtree(hub / "vae")
     shutil.rmtree(hub / "prior")
     meta = weights.read_meta(hub)
@@ -219,12 +180,12 @@ def test_hub_stable_diffusion_parts_offline_is_one_line(tiny_folder, tmp_path, m
     assert "stabilityai/stable-diffusion-2-1-base" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_parts_shared_with_another_variant_folder(tiny_folder, tmp_path):
+def test_parts_shared_with_another_variant_folder(tiny_idfcr, tmp_path):
     """rice1 may use rice2's VAE and prior: {"folder": "../rice2"} in cloudrm.json; same output as a full copy."""
     from cloudrm.methods.idfcr import IDFCR
 
     full = tmp_path / "rice2"
-    shutil.copytree(tiny_folder, full)
+    shutil.copytree(tiny_idfcr, full)
     thin = tmp_path / "rice1"
     thin.mkdir()
     for part in ("pixel_cr", "controlnet_k1", "controlnet_k2"):
@@ -245,9 +206,9 @@ def test_parts_shared_with_another_variant_folder(tiny_folder, tmp_path):
 def test_text_context_for_cross_attention_unets():
     from diffusers import UNet2DConditionModel
 
-    from cloudrm.methods.idfcr import text_context
+    from cloudrm.pipelines.idfcr import text_context
 
-    _, _, prior, _ = _tiny_parts()
+    _, _, prior, _ = tiny_idfcr_parts()
     assert text_context(prior, 2) is None
     sd_like = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -262,10 +223,10 @@ def test_text_context_for_cross_attention_unets():
 def test_inr_k_passes_k_steps_and_noise_chain():
     """Algorithm 3: K optimiser steps per batch; pass k+1's target noise is pass k's prediction (before its
     step); z0, condition and t fixed; the prediction is computed in the same forward as the loss."""
-    from cloudrm.methods.idfcr import controlled_eps, make_scheduler
+    from cloudrm.pipelines.idfcr import controlled_eps, make_scheduler
     from cloudrm.training.idfcr_tasks import inr_passes, q_sample
 
-    _, _, prior, nets = _tiny_parts()
+    _, _, prior, nets = tiny_idfcr_parts()
     prior.requires_grad_(False)
     cn = nets[1]
     opt = torch.optim.SGD(cn.parameters(), lr=0.05)
@@ -303,7 +264,7 @@ def test_inr_k_passes_k_steps_and_noise_chain():
             assert any(not torch.equal(a[n], b[n]) for n in a)
 
 
-def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
+def test_controlnet_task_step_freezes_prior(tiny_idfcr, tmp_path):
     """The task's train_step: K optimiser steps per batch, only the ControlNet changes (prior, VAE and
     Pixel-CR frozen); a second run folder is needed per K."""
     from accelerate import Accelerator
@@ -314,7 +275,7 @@ def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
     def cfg(k, run):
         return TrainConfig(task="controlnet", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / run),
                            export_dir=str(tmp_path / "exp"), model={"conditioning_embedding_out_channels": [8]},
-                           task_options={"inr": k, "components": str(tiny_folder)})
+                           task_options={"inr": k, "components": str(tiny_idfcr)})
 
     task = ControlNetTask(cfg(3, "run3"))
     model = task.build_model()
@@ -340,16 +301,16 @@ def test_controlnet_task_step_freezes_prior(tiny_folder, tmp_path):
     c.task_options["init_subfolder"] = "controlnet_k1"
     t2 = ControlNetTask(c)
     m2 = t2.build_model()
-    done = t2.load_init(m2, tiny_folder)
+    done = t2.load_init(m2, tiny_idfcr)
     assert set(done) == {"step", "seconds", "best"} and done["best"] == -1.0
     from diffusers import ControlNetModel
-    k1 = ControlNetModel.from_pretrained(str(tiny_folder / "controlnet_k1")).state_dict()
+    k1 = ControlNetModel.from_pretrained(str(tiny_idfcr / "controlnet_k1")).state_dict()
     assert all(torch.equal(v, k1[k]) for k, v in m2.state_dict().items())
     with pytest.raises(ConfigError):
         ControlNetTask(cfg(4, "run4"))
 
 
-def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
+def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_idfcr, tmp_path):
     """``task_options.train: "decoder"``: the encoder (and so the prior's latent space and scaling) stays
     exactly as in ``init_from``; only the decoder learns."""
     from accelerate import Accelerator
@@ -359,7 +320,7 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
 
     def cfg(**opts):
         return TrainConfig(task="autoencoder", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / "r"),
-                           export_dir=str(tmp_path / "exp"), init_from=opts.pop("init_from", str(tiny_folder)),
+                           export_dir=str(tmp_path / "exp"), init_from=opts.pop("init_from", str(tiny_idfcr)),
                            model={"block_out_channels": [8, 16, 16], "norm_num_groups": 8,
                                   "mid_block_add_attention": False},
                            task_options=opts)
@@ -367,7 +328,7 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
     task = AutoencoderTask(cfg(train="decoder"))
     model = task.build_model()  # a resumed run stops here (its weights come from the checkpoint)
     assert model.vae.config.scaling_factor == 1.5 and model.vae.config.shift_factor == pytest.approx(0.1)
-    task.load_init(model, tiny_folder)
+    task.load_init(model, tiny_idfcr)
     vae = model.vae
     assert not any(p.requires_grad for p in vae.encoder.parameters())
     assert not any(p.requires_grad for p in vae.quant_conv.parameters())
@@ -390,6 +351,7 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_folder, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- the chain
+@pytest.mark.slow
 def test_train_chain_smoke(tmp_path):
     """``cloudrm train`` autoencoder -> prior -> controlnet with the smoke configs (2 steps each, all into one
     weights folder), then the method runs on what they exported."""

@@ -8,27 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import cloudrm
 from cloudrm import weights
 from cloudrm.errors import ConfigError, InputError, WeightsError
 
 from conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    from cloudrm.models.diffcr_unet import DiffCRUNet
-    from cloudrm.models.pixel_cr import PixelCR
-
-    root = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    DiffCRUNet(width=8).save_pretrained(root / "diffcr" / "unet")
-    weights.write_meta(root / "diffcr", {"method": "diffcr", "variant": "tiny", "bands": ["B04", "B03", "B02"]})
-    PixelCR(dim=16, stem_dims=(8, 16), depths=(2,), heads=2).save_pretrained(root / "pcr" / "pixel_cr")
-    weights.write_meta(root / "pcr", {"method": "idf-cr", "variant": "tiny", "bands": ["B04", "B03", "B02"]})
-    return root
 
 
 def test_identity_and_median():
@@ -42,7 +27,7 @@ def test_identity_and_median():
 
 
 def test_diffcr_seeds_dates_and_uncertainty(tiny_weights):
-    m = cloudrm.load_method("diffcr", str(tiny_weights / "diffcr"))
+    m = cloudrm.load_method("diffcr", str(tiny_weights["diffcr"]))
     rng = np.random.default_rng(0)
     d = [rng.random((3, 40, 56), dtype=np.float32) for _ in range(3)]
     a = m(d, steps=3, seed=1)
@@ -58,14 +43,14 @@ def test_diffcr_seeds_dates_and_uncertainty(tiny_weights):
 
 
 def test_pixel_cr_returns_cloud_map(tiny_weights):
-    m = cloudrm.load_method("pixel-cr", str(tiny_weights / "pcr"))
+    m = cloudrm.load_method("pixel-cr", str(tiny_weights["pixel-cr"]))
     d = np.random.default_rng(0).random((3, 50, 70), dtype=np.float32)
     res = m([d, d])
     assert res.image.shape == (3, 50, 70) and res.maps["cloud"].shape == (50, 70)
     assert any("first" in n for n in res.info["notes"])
 
 
-def test_api_errors(tiny_weights):
+def test_api_errors(tiny_weights, tmp_path):
     m = cloudrm.load_method("median")
     good = np.zeros((3, 32, 32), np.float32)
     with pytest.raises(InputError):
@@ -83,10 +68,10 @@ def test_api_errors(tiny_weights):
     with pytest.raises(ConfigError):
         cloudrm.load_method("magic")
     with pytest.raises(WeightsError):
-        cloudrm.load_method("diffcr", str(tiny_weights / "pcr"))           # weights of another method
-    bad = tiny_weights / "broken"
+        cloudrm.load_method("diffcr", str(tiny_weights["pixel-cr"]))           # weights of another method
+    bad = tmp_path / "broken"
     (bad / "unet").mkdir(parents=True)
-    (bad / "unet" / "config.json").write_text((tiny_weights / "diffcr" / "unet" / "config.json").read_text())
+    (bad / "unet" / "config.json").write_text((tiny_weights["diffcr"] / "unet" / "config.json").read_text())
     (bad / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 100)
     weights.write_meta(bad, {"method": "diffcr"})
     with pytest.raises(WeightsError, match="safetensors"):
@@ -103,7 +88,7 @@ def test_hub_weights_offline_is_one_line(monkeypatch):
 def test_bench_json(tmp_path, tiny_weights):
     out = tmp_path / "b.json"
     r = subprocess.run([sys.executable, "-m", "cloudrm", "bench", "--methods", "median,diffcr", "--size", "64",
-                        "--dates", "2", "--steps", "2", "--repeats", "1", "--weights", str(tiny_weights / "diffcr"),
+                        "--dates", "2", "--steps", "2", "--repeats", "1", "--weights", str(tiny_weights["diffcr"]),
                         "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr

@@ -7,7 +7,7 @@ import torch
 
 from cloudrm import sampling
 from cloudrm.errors import ConfigError
-from cloudrm.methods.diffcr import TRAIN_STEPS, diffcr_sample, train_alphas_cumprod
+from cloudrm.pipelines.diffcr import TRAIN_STEPS, diffcr_sample, train_alphas_cumprod
 from cloudrm.models.diffcr_unet import DiffCRUNet
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cloudrm
-from cloudrm import api, io, scene, synth, weights
+from cloudrm import api, io, scene, synth
 from cloudrm.cli import main as cli_main
 from cloudrm.errors import CloudRMError, InputError
 from cloudrm.methods.base import Method
@@ -63,15 +63,9 @@ def read(path):
 
 
 @pytest.fixture(scope="module")
-def pixel_cr(tmp_path_factory):
-    """A tiny randomly initialised Pixel-CR: a deterministic, convolution-like method."""
-    from cloudrm.models.pixel_cr import PixelCR
-
-    root = tmp_path_factory.mktemp("pcr")
-    torch.manual_seed(0)
-    PixelCR(dim=16, stem_dims=(8, 16), depths=(2,), heads=2).save_pretrained(root / "pixel_cr")
-    weights.write_meta(root, {"method": "idf-cr", "variant": "t", "bands": ["B04", "B03", "B02"]})
-    return str(root)
+def pixel_cr(tiny_weights) -> str:
+    """A tiny randomly initialised Pixel-CR (conftest): a deterministic, convolution-like method."""
+    return str(tiny_weights["pixel-cr"])
 
 
 # ----------------------------------------------------------------------------------------------- seams
@@ -108,6 +102,7 @@ def test_seams_tiled_equals_untiled_without_steps(tmp_path, pixel_cr):
 
 
 # ----------------------------------------------------------------------------------------------- georeferencing
+@pytest.mark.slow
 def test_cli_scene_median_keeps_georeferencing_and_nodata(tmp_path):
     dates = s2_dates(tmp_path, 1300, 1500)
     out = tmp_path / "out.tif"
@@ -177,6 +172,7 @@ def test_scene_equals_in_memory_path(tmp_path):
                 np.testing.assert_array_equal(pa[:, valid], pb[:, valid])
 
 
+@pytest.mark.slow
 def test_scene_memory_is_bounded(tmp_path):
     """A tall scene: peak Python/numpy allocation stays far below one float copy of the output."""
     h, w = 8000, 500
@@ -302,6 +298,7 @@ def test_batch_folder_list_resume_and_failures(tmp_path, capsys):
     assert not list(out2.glob(".*.part"))
 
 
+@pytest.mark.slow
 def test_batch_two_processes_equals_one(tmp_path):
     root = _batch_inputs(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"

@@ -27,6 +27,7 @@ def _train(task, cfg, run_dir, export_dir, stop, launcher=()):
     return r
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,cfg,sub", [("pixel-cr", "pixel-cr-smoke.json", "pixel_cr"),
                                           ("diffcr", "diffcr-smoke.json", "unet")])
 def test_train_resume_export(tmp_path, task, cfg, sub):
@@ -44,6 +45,7 @@ def test_train_resume_export(tmp_path, task, cfg, sub):
     assert (exp / sub / "diffusion_pytorch_model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_init_from_weights_same_or_other_variant(tmp_path):
     """init_from (no checkpoint yet): the same variant's weights continue their step count; another variant's
     (e.g. sen2 -> rice2) start a new run from them, recorded in the metadata. bf16 autocast on the CPU."""
@@ -69,6 +71,7 @@ def test_init_from_weights_same_or_other_variant(tmp_path):
         assert ("initialised_from" in meta) == (name == "other")
 
 
+@pytest.mark.slow
 def test_two_processes_keep_replicas_identical(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` runs on CPU with the gloo backend."""
     need("RICE1")
