@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import io
+from .api import remove_clouds
 from .errors import CloudRMError, ConfigError, InputError, one_line
+from .methods import load_method
+from .tiling import check_tiling
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,6 @@ def _say(msg: str, err: bool = False) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     """The ``remove --batch`` command; returns the exit code (2 if any scene failed)."""
-    from .api import remove_clouds
-    from .methods import load_method
-    from .tiling import check_tiling
-
     if args.inputs:
         raise ConfigError("give either input images or --batch, not both")
     if getattr(args, "uncertainty", None):

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .methods import load_method
+from .runtime import tune_malloc
+
 STANDARD = [("diffcr", 3, 1, "dpmpp"), ("diffcr", 3, 20, "dpmpp"), ("pixel-cr", 1, None, None),
             ("idf-cr", 1, 50, "ddpm")]
 
@@ -41,9 +44,6 @@ def measure(method: str, size: int, dates: int, steps: int | None, sampler: str 
     """One row, measured in this process."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
-    from .methods import load_method
-    from .runtime import tune_malloc
 
     tune_malloc()  # as the CLI and the app run
     m = load_method(method, weights)

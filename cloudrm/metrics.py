@@ -15,6 +15,8 @@ import math
 import numpy as np
 
 from .io import as_rgb
+from .nr_iqa import brisque as _brisque
+from .nr_iqa import niqe as _niqe
 
 #: PSNR of identical images (JSON has no infinity; no real output gets near it)
 PSNR_CAP = 100.0
@@ -73,8 +75,6 @@ def sam(ref: np.ndarray, out: np.ndarray, eps: float = 1e-8) -> float:
 
 def niqe(out: np.ndarray) -> float | None:
     """NIQE of the (uint8-quantised) output; lower is better. None when the image is too small."""
-    from .nr_iqa import niqe as _niqe
-
     try:
         return float(_niqe(np.round(np.clip(_prep(out), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)))
     except ValueError:
@@ -83,8 +83,6 @@ def niqe(out: np.ndarray) -> float | None:
 
 def brisque(out: np.ndarray) -> float | None:
     """BRISQUE of the (uint8-quantised) output; lower is better. None when the image is too small."""
-    from .nr_iqa import brisque as _brisque
-
     try:
         return float(_brisque(np.round(np.clip(_prep(out), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)))
     except ValueError:

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import io, synth
 from .errors import one_line
+from .weights import hub_snapshot
 from .datasets import VAL_FRACTION, data_root, rice_pairs, scene_folders, split_names
 
 GROUPS = {"RICE1": "RICE1 (thin clouds)", "RICE2": "RICE2 (thick clouds)", "Sentinel-2": "Sentinel-2 (three dates)"}
@@ -67,12 +68,8 @@ def _hub_root(repo: str) -> Path | None:
     with _lock:
         if repo in _hub_cache:
             return _hub_cache[repo]
-        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
         try:
-            from huggingface_hub import snapshot_download
-
-            path: Path | None = Path(snapshot_download(repo, repo_type="dataset"))
+            path: Path | None = hub_snapshot(repo, repo_type="dataset")
         except Exception as exc:
             msg = one_line(exc)
             _notices.append(f"samples repo '{repo}' unavailable ({msg[:120]}); using built-in samples")
