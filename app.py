@@ -71,12 +71,7 @@ SAMPLERS = [("DPM-Solver++ (2M)", "dpmpp"), ("DDIM", "ddim"), ("DDPM", "ddpm")]
 VARIANT_CHOICES = [("default of each method", "default"), ("rice1 (thin clouds)", "rice1"),
                    ("rice2 (thick clouds)", "rice2"), ("sen2 (Sentinel-2, DiffCR)", "sen2")]
 REPO = Path(__file__).resolve().parent
-CSS = """
-#title h1 {margin-bottom: 0}
-.sample-gallery .caption-label {white-space: normal; overflow: visible; font-size: 11px}
-#metrics table {table-layout: auto}
-"""
-LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "20mb", "css": CSS}
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "20mb", "css_paths": [str(REPO / "app.css")]}
 QUEUE_KWARGS: dict[str, Any] = {"max_size": 32, "default_concurrency_limit": 1}
 
 DEVICE = "cuda" if torch.cuda.is_available() else None  # None = CPU, the package's default
@@ -336,7 +331,7 @@ def build_demo() -> gr.Blocks:
                         dates = gr.File(label=f"Cloudy date(s): 1-{MAX_DATES} images of one place, same size "
                                               f"(PNG, JPEG, TIFF, GeoTIFF; up to {MAX_SIDE} px a side)",
                                         file_count="multiple", file_types=FILE_TYPES, type="filepath",
-                                        elem_id="dates", height=140)
+                                        elem_id="dates")
                         reference = gr.File(label="Cloud-free reference (optional, for PSNR/SSIM/RMSE)",
                                             file_count="single", file_types=FILE_TYPES, type="filepath",
                                             elem_id="reference", height=130)

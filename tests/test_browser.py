@@ -1,9 +1,11 @@
 """A real browser (Debian's chromium via Playwright) against an in-process launch of the app.
 
-Opens the page, picks a sample, runs identity + median, checks the results, the metrics table and the
-before/after slider, opens the advanced settings and changes the steps, uploads a text file and sees the error
-toast, and saves assets/screenshot.png. `.ci/run` installs chromium (`apt-get install -y chromium`); where
-/usr/bin/chromium is absent the test skips and says so.
+Opens the page at 1400 px, picks the three-date Sentinel-2 sample, runs identity + median, checks the results,
+that every metrics column and the reference image are visible (not clipped, headers on one line), the
+before/after slider, the advanced settings, and that a text file named .png is reported as soon as it is
+uploaded and again as one toast on Run. The screenshot goes to the test's temporary folder; set
+CLOUDRM_SCREENSHOT=assets/screenshot.png to refresh the README's on purpose. `.ci/run` installs chromium
+(`apt-get install -y chromium`); where /usr/bin/chromium is absent the test skips and says so.
 """
 from __future__ import annotations
 
@@ -21,7 +23,26 @@ from app_helpers import REPO, running_app  # noqa: E402
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = REPO / "assets" / "screenshot.png"
+# Where an element is cut off: its text's box (an image's own box) against every ancestor that clips (overflow other than visible)
+# and the viewport's width; and how many lines its text takes (a header wrapped as "BRISQU E" takes two).
+CLIP_JS = """(el) => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const text = el.textContent.trim() !== '';
+  const r = text ? range.getBoundingClientRect() : el.getBoundingClientRect();  // an image: its own box
+  const lines = new Set([...range.getClientRects()].filter(x => x.width > 0).map(x => Math.round(x.top))).size;
+  const cut = [];
+  if (r.right > window.innerWidth + 1 || r.left < -1) cut.push('viewport');
+  for (let a = el.parentElement; a; a = a.parentElement) {
+    const st = getComputedStyle(a);
+    if (st.overflowX === 'visible' && st.overflowY === 'visible') continue;
+    const b = a.getBoundingClientRect();
+    if (r.left < b.left - 1 || r.right > b.right + 1 || r.top < b.top - 1 || r.bottom > b.bottom + 1)
+      cut.push(a.tagName + '.' + (a.className || '').toString().slice(0, 40));
+  }
+  const ellipsis = el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).textOverflow === 'ellipsis';
+  return {lines, cut, ellipsis, text: el.textContent.trim()};
+}"""
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(),
@@ -44,15 +65,31 @@ def page():
             browser.close()
 
 
+def _visible_whole(locator) -> dict:
+    info = locator.evaluate(CLIP_JS)
+    assert not info["cut"] and not info["ellipsis"], info
+    return info
+
+
 def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
     from playwright.sync_api import expect
+
+    # the reference upload box shows its whole prompt
+    _visible_whole(page.locator("#reference").get_by_text("Click to Upload").first)
 
     # pick a sample: the built-in three-date Sentinel-2-like scene (always there, offline)
     thumbs = page.locator("#samples_sentinel2 .thumbnail-item")
     expect(thumbs.first).to_be_visible(timeout=30_000)  # filled on page load
+    for gal in page.locator(".sample-gallery").all():  # every thumbnail and its whole caption
+        for cap in gal.locator(".caption-label").all():
+            _visible_whole(cap)
+        for img in gal.locator(".thumbnail-item img").all():
+            _visible_whole(img)
     thumbs.last.click()
     expect(page.locator("#sample_note")).to_contain_text("weights variant set to")
+    expect(page.locator("#sample_note")).to_contain_text("methods to median")  # the group's preset
     expect(page.locator("#dates")).to_contain_text("cloudy_2")
+    _visible_whole(page.locator("#dates").get_by_text("cloudy_2").first)  # the third date's row is not hidden
     expect(page.locator("#reference")).to_contain_text("reference_")
 
     # two methods: identity + median
@@ -77,15 +114,26 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
         ssim = float(metrics.locator(f"[data-testid=cell-{r}-3]").inner_text())
         assert 5 < psnr < 100 and 0 < ssim <= 1
 
-    # the results gallery: 3 dates + 2 methods + reference; the before/after slider shows two images
+    # every metrics column: header inside the table's visible area, on one line; its first cell too
+    for c, name in enumerate(["method", "settings", "PSNR (dB)", "SSIM", "RMSE", "NIQE", "BRISQUE", "seconds"]):
+        header = metrics.get_by_text(name, exact=True).first
+        info = _visible_whole(header)
+        assert info["lines"] == 1, info
+        _visible_whole(metrics.locator(f"[data-testid=cell-0-{c}]"))
+
+    # the results gallery: 3 dates + 2 methods + reference, the reference not cut off
     expect(page.locator("#results .thumbnail-item")).to_have_count(6)
+    ref_item = page.locator("#results .thumbnail-item").last
+    expect(ref_item).to_contain_text("reference")
+    _visible_whole(ref_item.locator("img"))
     expect(page.locator("#slider img")).to_have_count(2)
     page.get_by_role("radio", name="identity").click()
     expect(page.locator("#slider img")).to_have_count(2)
     expect(page.locator("#downloads")).to_contain_text("_median")
     page.wait_for_timeout(500)
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
+    if os.environ.get("CLOUDRM_SCREENSHOT"):  # refresh the README's screenshot on purpose
+        page.screenshot(path=str(REPO / os.environ["CLOUDRM_SCREENSHOT"]), full_page=True)
 
     # advanced settings: closed at first, then change the DiffCR steps
     page.locator("#advanced button.label-wrap").click()
@@ -110,6 +158,9 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
     expect(page.locator("#dates")).not_to_contain_text("cloudy_0")
     page.locator("#dates input[type=file]").set_input_files(str(bad))
     expect(page.locator("#dates")).to_contain_text("not_an_image")
+    status = page.locator("#input_status")  # said at upload time, in one place
+    expect(status).to_contain_text("not a readable image")
+    assert "\n" not in status.inner_text().strip() and "/tmp/" not in status.inner_text()
     page.locator("#run").click()
     toast = page.locator("[data-testid=toast-text]")
     expect(toast.first).to_contain_text("not a readable image", timeout=30_000)
