@@ -4,9 +4,12 @@ Value conventions (everything else in the project relies on them):
 
 * ``Raster.data`` is float32 ``(C, H, W)`` in *physical* units: 8-bit files / 255, 16-bit PNG / 65535,
   integer TIFF / 10000 (Sentinel-2 L1C/L2A store ``DN = 10000 * reflectance``), float files as stored.
-* Models see *display* values in [0, 1]: ``to_display(raster) = clip(data * gain, 0, 1)``. ``gain`` is 1 for
-  ordinary pictures and :data:`REFLECTANCE_GAIN` for reflectance, a fixed, scene-wide true-colour stretch,
-  so tiles of one scene share it and :func:`write_image` can invert it exactly.
+* Models see *display* values in [0, 1]. Ordinary pictures (``gain`` 1): ``clip(data, 0, 1)``. Reflectance
+  (``gain`` = :data:`REFLECTANCE_GAIN`): a fixed, scene-wide true-colour stretch ``tone(data * gain)`` that is
+  linear up to 0.25 reflectance (display 0.75, where almost all cloud-free ground lies) and then rolls off
+  logarithmically to white at 1.2, so bright ground (sand, snow, roofs) keeps its texture instead of clipping at
+  0.33. Tiles of one scene share it and :func:`encode` inverts it exactly (a cloud-free pixel keeps its
+  reflectance through a write).
 * Pixels that are nodata, NaN or inf are ``False`` in ``Raster.valid`` and 0 in ``data``: never NaN downstream.
 
 Writes go to a temporary name in the target folder and are renamed at the end, so a failure never leaves a
@@ -27,8 +30,11 @@ from .errors import ConfigError, InputError, one_line
 
 #: Sentinel-2 band order of Sen2_MTC files and the 4-band default: R, G, B, NIR = B4, B3, B2, B8.
 SENTINEL2_RGBN = ("B04", "B03", "B02", "B08")
-#: Display gain applied to reflectance (a common Sentinel-2 true-colour stretch: 0.33 reflectance -> white).
+#: Display gain applied to reflectance (a common Sentinel-2 true-colour stretch) below the roll-off knee.
 REFLECTANCE_GAIN = 3.0
+#: The tone curve: identity up to TONE_KNEE (display), then log roll-off reaching 1.0 at TONE_WHITE
+#: (= 1.2 reflectance x gain). TONE_A makes the slope continuous (1) at the knee.
+TONE_KNEE, TONE_WHITE = 0.75, 3.6
 #: Largest image accepted, in pixels (larger files are refused as possible decompression bombs).
 MAX_PIXELS = 30_000 * 30_000
 #: Smallest side a method accepts.
@@ -65,9 +71,38 @@ class Raster:
         return bool(self.profile and self.profile.get("crs") is not None)
 
 
+def _tone_a() -> float:
+    """Solve (1 - K) a / log1p(a (W - K)) = 1 for a (bisection: the left side grows with a)."""
+    lo, hi = 1e-3, 1e3
+    for _ in range(100):
+        a = (lo + hi) / 2
+        lo, hi = (a, hi) if (1 - TONE_KNEE) * a / np.log1p(a * (TONE_WHITE - TONE_KNEE)) < 1 else (lo, a)
+    return (lo + hi) / 2
+
+
+TONE_A = _tone_a()
+_TONE_LOG = float(np.log1p(TONE_A * (TONE_WHITE - TONE_KNEE)))
+
+
+def tone(x: np.ndarray) -> np.ndarray:
+    """Linear display values (reflectance x gain, any range) -> display [0, 1]: identity up to the knee."""
+    x = np.asarray(x, dtype=np.float32)
+    over = np.maximum(x - TONE_KNEE, 0.0)
+    rolled = TONE_KNEE + (1 - TONE_KNEE) * np.log1p(TONE_A * over) / _TONE_LOG
+    return np.clip(np.where(x > TONE_KNEE, rolled, x), 0.0, 1.0).astype(np.float32)
+
+
+def untone(d: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`tone` on [0, 1] (1.0 maps back to the white point)."""
+    d = np.clip(np.asarray(d, dtype=np.float64), 0.0, 1.0)
+    back = TONE_KNEE + np.expm1((d - TONE_KNEE) / (1 - TONE_KNEE) * _TONE_LOG) / TONE_A
+    return np.where(d > TONE_KNEE, back, d)
+
+
 def to_display(raster: Raster) -> np.ndarray:
     """Model-ready float32 (C,H,W) in [0,1]; invalid pixels are 0."""
-    out = np.clip(raster.data * raster.gain, 0.0, 1.0).astype(np.float32)
+    lin = raster.data * raster.gain
+    out = (tone(lin) if raster.gain != 1.0 else np.clip(lin, 0.0, 1.0)).astype(np.float32)
     out[:, ~raster.valid] = 0.0
     return out
 
@@ -412,7 +447,7 @@ def encode(image: np.ndarray, like: Raster | None, dtype: str, nodata=None, vali
     """Display [0,1] -> file values of ``dtype`` (inverse of reading ``like``). With ``valid``: invalid
     pixels become ``nodata`` (NaN for float files without one); valid pixels never equal ``nodata``."""
     scale, gain = (like.scale, like.gain) if like is not None else (255.0, 1.0)
-    vals = image / gain * scale
+    vals = (untone(image) if gain != 1.0 else image) / gain * scale
     if np.issubdtype(np.dtype(dtype), np.integer):
         info = np.iinfo(dtype)
         vals = np.clip(np.round(vals), info.min, info.max)
