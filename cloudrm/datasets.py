@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from . import io, synth
+from . import cloudbank, io, synth
 from .errors import InputError
 
 MAX_DATES = 3
@@ -52,6 +52,18 @@ def split_names(names: Sequence[str], fraction: float = 0.15, salt: str = "cloud
 
 #: Validation fraction per dataset, used for every shipped weight (README, notebooks).
 VAL_FRACTION = {"RICE1": 0.2, "RICE2": 0.1}
+
+#: SEN12MS-CR regions kept for validation (patches of one region overlap in content, so the split is by
+#: region): hazy/partly cloudy summer fields, full-cover autumn haze, a winter and a second summer region.
+#: Patches without a region (the masked set's numeric ids) are split by name hash (20 %).
+S2_VAL_REGIONS = ("ROIs1868_summer_102", "ROIs1970_fall_148", "ROIs2017_winter_102", "ROIs1868_summer_31")
+
+
+def s2_is_validation(name: str) -> bool:
+    """Whether a SEN12MS-CR patch (pair, masked or clear) belongs to the validation split."""
+    name = name.removesuffix(".tif")
+    reg = cloudbank.region(name)
+    return reg in S2_VAL_REGIONS if reg != name else is_validation(name, 0.2, salt="s2")
 
 
 # ----------------------------------------------------------------------------------------------- layouts
@@ -188,6 +200,9 @@ class Source:
     rice: Sequence[str] = ()          # e.g. ("RICE2",): real pairs, train split only
     clear: Sequence[str] = ()         # e.g. ("AID", "RICE2/label"): clear images for synthetic clouds
     sen2mtc: str | None = None        # an official Sen2_MTC root (train split)
+    scenes: Sequence[str] = ()        # e.g. ("SEN12MS-CR/pairs",): real one-date pairs in the scenes layout
+    s2_clear: Sequence[str] = ()      # clear Sentinel-2 GeoTIFFs: folders of files, or scene folders' clear.*
+    bank: Sequence[str] = ()          # scene folders whose pairs give real cloud layers (cloudbank)
 
 
 class TrainMixture(Dataset):
@@ -199,9 +214,9 @@ class TrainMixture(Dataset):
 
     def __init__(self, root: str | os.PathLike, source: Source, crop: int = 128, p_real: float = 0.5,
                  dates: tuple[int, int] = (1, 1), length: int = 10_000, seed: int = 0,
-                 cloud_cfg: synth.CloudConfig = synth.CloudConfig()):
+                 cloud_cfg: synth.CloudConfig = synth.CloudConfig(), p_bank: float = 0.5, p_s2: float = 0.5):
         self.root, self.crop, self.p_real, self.dates, self.length, self.seed = Path(root), crop, p_real, dates, length, seed
-        self.cloud_cfg = cloud_cfg
+        self.cloud_cfg, self.p_bank, self.p_s2 = cloud_cfg, p_bank, p_s2
         self.epoch = 0
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         for name in source.rice:
@@ -219,7 +234,17 @@ class TrainMixture(Dataset):
         if source.sen2mtc:
             for _, ds, cl in sen2mtc_items(source.sen2mtc, "train"):
                 self.stacks.append((np.stack([_load_u8(d) for d in ds]), _load_u8(cl)))
-        if not (self.pairs or self.clear or self.stacks):
+        # Sentinel-2: real pairs (train regions), clear backgrounds in linear units, real cloud layers
+        self.s2_clear: list[np.ndarray] = []
+        for spec in source.scenes:
+            for name, dates_, clear in scene_folders(self.root / spec) if (self.root / spec).is_dir() else []:
+                if clear is not None and not s2_is_validation(name):
+                    self.pairs.append((_load_u8(dates_[0]), _load_u8(clear)))
+        for spec in source.s2_clear:
+            self.s2_clear += self._load_s2_clear(self.root / spec)
+        self.bank = cloudbank.CloudBank.from_folders([self.root / b for b in source.bank],
+                                                     keep=lambda n: not s2_is_validation(n)) if source.bank else None
+        if not (self.pairs or self.clear or self.stacks or self.s2_clear):
             raise InputError(f"{root}: no training images found for {source}")
 
     def _load_clear(self, spec: str) -> list[np.ndarray]:
@@ -234,6 +259,16 @@ class TrainMixture(Dataset):
             return [_load_u8(l) for n, _, l in pairs if n in keep]
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in io.IMAGE_EXTS)
         return [_load_u8(p) for p in files]
+
+    @staticmethod
+    def _load_s2_clear(path: Path) -> list[np.ndarray]:
+        """Linear RGB (reflectance x gain, float16) of the train split's clear Sentinel-2 patches under ``path``."""
+        if not path.is_dir():
+            return []
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in io._TIFF_EXTS
+                       and (p.parent == path or p.stem == "clear"))
+        keep = [p for p in files if not s2_is_validation(p.stem if p.parent == path else p.parent.name)]
+        return [cloudbank.linear(io.read_image(p)).astype(np.float16) for p in keep]
 
     def __len__(self) -> int:
         return self.length
@@ -257,10 +292,18 @@ class TrainMixture(Dataset):
                 n = 1
             mask = real_cloud_mask(dates[0], target)
         else:
-            target = resize_to(self.clear[int(rng.integers(len(self.clear)))].astype(np.float32) / 255, self.crop)
-            y, x = (int(rng.integers(0, s - self.crop + 1)) for s in target.shape[1:])
-            target = target[:, y:y + self.crop, x:x + self.crop]
-            dates, masks = synth.multi_temporal(target, n, rng, self.cloud_cfg)
+            s2 = bool(self.s2_clear) and (not self.clear or rng.random() < self.p_s2)
+            pool = self.s2_clear if s2 else self.clear
+            bg = pool[int(rng.integers(len(pool)))].astype(np.float32)
+            bg = resize_to(bg if s2 else bg / 255, self.crop) if not s2 else bg
+            y, x = (int(rng.integers(0, s - self.crop + 1)) for s in bg.shape[1:])
+            bg = bg[:, y:y + self.crop, x:x + self.crop]
+            # reflectance backgrounds are composited in linear units, then toned like a GeoTIFF read;
+            # pictures are their own linear units and clip (saturated white cloud cores, as in RICE)
+            to_disp = io.tone if s2 else (lambda a: np.clip(a, 0.0, 1.0))
+            dates, masks = synth.multi_temporal(bg, n, rng, self.cloud_cfg, bank=self.bank, p_bank=self.p_bank,
+                                                to_display=to_disp)
+            target = to_disp(bg)
             mask = masks[0]
         dates, target, mask = augment([dates, target, mask], rng, self.crop)
         full = np.zeros((MAX_DATES,) + dates.shape[1:], np.float32)
@@ -276,6 +319,17 @@ def real_cloud_mask(cloudy: np.ndarray, label: np.ndarray, threshold: float = 0.
     zero under bright clouds (label - cloudy < 0 there), so the absolute difference is used instead.
     """
     return (np.abs(cloudy - label).mean(axis=0) > threshold).astype(np.float32)
+
+
+def s2_stack(item: dict, bank: "cloudbank.CloudBank", seed: int = 0) -> np.ndarray:
+    """(3,C,H,W) display dates for a real pair ``item``: its real cloudy date, then two dates made from its
+    clear target (linear units recovered with :func:`io.untone`) with real cloud layers of ``bank`` and
+    date-to-date ground change. Used for validation stacks and the built-in 3-date samples."""
+    rng = np.random.default_rng(seed)
+    clear_lin = (io.untone(item["target"]) * 1.0).astype(np.float32)
+    made, _ = synth.multi_temporal(clear_lin, 2, rng, synth.CloudConfig(), bank=bank, p_bank=1.0,
+                                   to_display=io.tone)
+    return np.concatenate([item["dates"][:1], made]).astype(np.float32)
 
 
 def validation_pairs(root: str | os.PathLike, name: str) -> list[dict]:

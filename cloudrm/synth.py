@@ -123,27 +123,52 @@ def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = C
 
 
 def jitter_radiometry(clear: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """Small per-channel gain/offset change of the clear ground between dates."""
+    """Small per-channel gain/offset change of the clear ground between dates (values stay >= 0; linear
+    reflectance units may exceed 1)."""
     c = clear.shape[0]
     gain = 1 + rng.uniform(-amount, amount) + rng.normal(0, amount / 3, size=c)
     offset = rng.normal(0, amount / 4, size=c)
-    return np.clip(clear * gain[:, None, None] + offset[:, None, None], 0, 1).astype(np.float32)
+    return np.maximum(clear * gain[:, None, None] + offset[:, None, None], 0).astype(np.float32)
+
+
+def date_change(clear: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """The same ground on another date: illumination (gain/offset), phenology (a smooth, spatially varying
+    per-channel gain: fields green up or dry out unevenly) and a small misregistration (up to 0.7 px)."""
+    c, h, w = clear.shape
+    out = jitter_radiometry(clear, rng, amount)
+    if rng.random() < 0.6:
+        field = np.stack([fractal_noise(rng, h, w, beta=4.0) for _ in range(min(c, 2))])
+        per_band = field[np.minimum(np.arange(c), field.shape[0] - 1)]
+        out = out * (1 + amount * 0.8 * per_band)
+    if rng.random() < 0.5:
+        dy, dx = rng.uniform(-0.7, 0.7, size=2)
+        out = nd_shift(out, (0, dy, dx), order=1, mode="nearest")
+    return np.maximum(out, 0).astype(np.float32)
 
 
 def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
-                   cfg: CloudConfig = CloudConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """``n_dates`` cloudy acquisitions of one clear image: (N,C,H,W) images and (N,H,W) masks.
+                   cfg: CloudConfig = CloudConfig(), bank=None, p_bank: float = 0.0,
+                   to_display=None) -> tuple[np.ndarray, np.ndarray]:
+    """``n_dates`` cloudy acquisitions of one clear image: (N,C,H,W) display images and (N,H,W) masks.
 
-    Each date gets its own clouds and a small radiometric change; the target stays ``clear``. At least one
-    date always has clouds so no date is a free copy of the target.
+    ``clear`` is in linear units (pictures: display values; reflectance: reflectance x gain) and
+    ``to_display`` maps linear units to display [0, 1] (default: clip). Each date gets its own clouds --
+    a real layer from ``bank`` (a :class:`cloudrm.cloudbank.CloudBank`) with probability ``p_bank``, else
+    procedural ones -- and, with several dates, its own ground change (:func:`date_change`). The target
+    stays ``clear``. At least one date always has clouds so no date is a free copy of the target.
     """
+    to_display = to_display or (lambda a: np.clip(a, 0.0, 1.0))
     dates, masks = [], []
     for i in range(n_dates):
-        ground = jitter_radiometry(clear, rng, cfg.date_gain) if n_dates > 1 else clear
-        cloudy, m = add_clouds(ground, rng, cfg)
+        ground = date_change(clear, rng, cfg.date_gain) if n_dates > 1 else clear
+        if bank is not None and len(bank) and rng.random() < p_bank:
+            lin, m = bank.composite(ground, rng)
+            cloudy = to_display(lin)
+        else:
+            cloudy, m = add_clouds(to_display(ground), rng, cfg)
         if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
-            cloudy, m = add_clouds(ground, rng, cfg, coverage=rng.uniform(0.2, 0.7))
-        dates.append(cloudy)
+            cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=rng.uniform(0.2, 0.7))
+        dates.append(cloudy.astype(np.float32))
         masks.append(m)
     return np.stack(dates), np.stack(masks)
 

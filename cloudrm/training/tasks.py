@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics, synth, weights
-from ..datasets import Source, TrainMixture, data_root, validation_pairs
+from ..cloudbank import CloudBank
+from ..datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack,
+                        scene_folders, validation_pairs)
 from ..errors import ConfigError
 from .loop import TrainConfig
 
@@ -38,17 +40,20 @@ class Task:
         src = type(model).from_pretrained(str(folder / self.subfolder))
         model.load_state_dict(src.state_dict())
         info = (weights.read_meta(folder).get("components") or {}).get(self.subfolder, {})
+        # a best score measured on other validation data is not comparable: the first validation then ships
+        same_val = (info.get("training_data") or {}).get("val") == self.cfg.data.get("val")
         return {"step": int(info.get("trained_steps", 0)), "seconds": 60.0 * float(info.get("train_minutes", 0.0)),
-                "best": float((info.get("validation") or {}).get("psnr", -1.0))}
+                "best": float((info.get("validation") or {}).get("psnr", -1.0)) if same_val else -1.0}
 
     # -- data and loss
     def train_dataset(self):
         d = self.cfg.data
         return TrainMixture(self.root, Source(rice=d.get("rice", ()), clear=d.get("clear", ()),
-                                              sen2mtc=d.get("sen2mtc")),
+                                              sen2mtc=d.get("sen2mtc"), scenes=d.get("scenes", ()),
+                                              s2_clear=d.get("s2_clear", ()), bank=d.get("bank", ())),
                             crop=d.get("crop", 128), p_real=d.get("p_real", 0.5),
                             dates=tuple(d.get("dates", (1, 1))), length=d.get("length", 100_000), seed=self.cfg.seed,
-                            cloud_cfg=self.cloud_config())
+                            cloud_cfg=self.cloud_config(), p_bank=d.get("p_bank", 0.5), p_s2=d.get("p_s2", 0.5))
 
     def cloud_config(self) -> synth.CloudConfig:
         """The synthetic-cloud generator's settings: ``data.clouds`` over the defaults."""
@@ -76,14 +81,29 @@ class Task:
         items = []
         for n in names:
             if n.startswith("scenes:"):
-                from ..datasets import iter_eval_items
                 p = self.root / n.split(":", 1)[1]
                 if p.is_dir():
                     items += [dict(it, group=n) for it in iter_eval_items(p, "scenes")]
+            elif n.startswith(("s2val:", "s2stacks:")):
+                # the validation regions of a SEN12MS-CR scenes folder: as they are (one real date), or as
+                # 3-date stacks (the real cloudy date + two made with real cloud layers of the train regions)
+                p = self.root / n.split(":", 1)[1]
+                if p.is_dir():
+                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
+                    for it in iter_eval_items(p, "scenes", names=val):
+                        if n.startswith("s2stacks:"):
+                            it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
+                        items.append(dict(it, group=n))
             elif (self.root / n).is_dir():
                 items += [dict(it, group=n) for it in validation_pairs(self.root, n)]
         limit = self.cfg.data.get("val_limit")
         return items[:limit] if limit else items
+
+    def _stack_bank(self):
+        if not hasattr(self, "_bank"):
+            banks = [self.root / b for b in self.cfg.data.get("bank", ())]
+            self._bank = CloudBank.from_folders(banks, keep=lambda name: not s2_is_validation(name))
+        return self._bank
 
     def predict(self, model, dates: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

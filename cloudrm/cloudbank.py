@@ -1,0 +1,191 @@
+"""Real cloud layers: what a real Sentinel-2 cloud does to the ground, learnt from cloudy/clear pairs.
+
+For a cloudy date ``Y`` and a clear date ``X`` of one place (linear display values, i.e. reflectance x gain, so
+a thick cloud may exceed 1), each pixel is modelled as
+
+    Y = X * s * t + A * (1 - t)
+
+* ``t`` (H,W) the cloud's transmission: 1 clear, 0 opaque (thick cumulus cores), in between for haze and the
+  soft edges of thick clouds. Estimated per pixel by least squares over the bands, ``t = <Y-A, X-A> / |X-A|^2``.
+* ``A`` (C,) the airlight, the colour of the cloud body: a high quantile of the cloudy date where it is
+  much brighter than the clear one (bluish white; in linear units often 2-3, i.e. saturated once displayed).
+* ``s`` (H,W) shadow darkening in (0, 1]: the luminance ratio where the cloudy date is darker than the clear.
+
+The two dates also differ by real ground change and illumination, which leaks into ``t`` and ``s`` as texture;
+small changes are snapped back to "clear" and both maps are smoothed a little, so a layer carries the cloud and
+not the ground it was measured over. :func:`reproduce` puts a layer back on its own clear date: the PSNR against
+the real cloudy date says how well the model explains the pair (notebook 01 shows both side by side).
+
+A :class:`CloudBank` holds the layers of the training pairs and composites them, randomly cropped, turned and
+thinned or thickened, onto any clear background, beside the procedural clouds of :mod:`cloudrm.synth`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from . import io
+
+#: Where the linear (reflectance x gain) value of a default cloud body lies when a pair has no thick cloud.
+DEFAULT_AIRLIGHT = np.array([2.4, 2.45, 2.6], np.float32)
+
+
+@dataclass
+class CloudLayer:
+    """One real cloud layer (see module doc). Maps are float16 to keep a bank small."""
+
+    name: str
+    transmission: np.ndarray   # (H, W) t in [0, 1]
+    shade: np.ndarray          # (H, W) s in (0, 1]
+    airlight: np.ndarray       # (C,) linear display units
+    fit_psnr: float = float("nan")
+
+    @property
+    def cover(self) -> float:
+        """Fraction of pixels the layer degrades noticeably (t < 0.9 or s < 0.9)."""
+        return float(((self.transmission < 0.9) | (self.shade < 0.9)).mean())
+
+
+def linear(raster: io.Raster) -> np.ndarray:
+    """A raster's linear display values (reflectance x gain; pictures as they are), RGB, float32."""
+    r = io.to_rgb(raster) if raster.data.shape[0] != 3 else raster
+    out = (r.data * r.gain).astype(np.float32)
+    out[:, ~r.valid] = 0.0
+    return out
+
+
+def apply(clear: np.ndarray, t: np.ndarray, s: np.ndarray, airlight: np.ndarray) -> np.ndarray:
+    """``clear * s * t + A * (1 - t)`` on linear (C,H,W) values."""
+    a = np.asarray(airlight, np.float32)[:clear.shape[0], None, None]
+    return clear * (s * t)[None] + a * (1 - t)[None]
+
+
+def estimate(cloudy: np.ndarray, clear: np.ndarray, mask: np.ndarray | None = None, name: str = "",
+             smooth: float = 1.0) -> CloudLayer:
+    """The cloud layer that turns ``clear`` into ``cloudy`` (both linear (C,H,W)); ``mask`` (H,W) 0/1 where
+    known says where clouds are (outside it, only shadows and haze thinner than the snap threshold remain)."""
+    y, x = cloudy.astype(np.float64), clear.astype(np.float64)
+    diff = (y - x).mean(0)
+    bright = diff > 0.25                                      # much brighter than the ground: cloud body
+    if bright.mean() > 0.002:
+        a = np.quantile(y[:, bright], 0.98, axis=1)
+        a = np.maximum(a, y[:, bright].mean(1))
+    else:
+        a = DEFAULT_AIRLIGHT[:y.shape[0]].astype(np.float64)
+    a = np.maximum(a, 0.9)  # a cloud body is never darker than mid-grey
+    xa, ya = x - a[:, None, None], y - a[:, None, None]
+    t = (xa * ya).sum(0) / np.maximum((xa * xa).sum(0), 1e-6)
+    t = np.clip(t, 0.0, 1.0)
+    # shadows: darker than the clear date in every band, by more than ground change usually makes
+    lum_y, lum_x = y.mean(0), np.maximum(x.mean(0), 1e-3)
+    ratio = np.clip(lum_y / lum_x, 0.1, 1.0)
+    darker = (y < x).all(0) & (ratio < 0.8)
+    s = np.where(darker, ratio, 1.0)
+    t = np.where(darker, 1.0, t)
+    # snap small differences (ground change, illumination) back to clear, with a soft ramp
+    t = np.where(t > 0.95, 1.0, np.where(t > 0.85, 0.85 + (t - 0.85) * 1.5, t))
+    t = np.clip(t, 0, 1)
+    if mask is not None:
+        near = gaussian_filter(mask.astype(np.float64), 3.0) > 0.02  # the mask plus its soft edge
+        t = np.where(near, t, np.maximum(t, 0.9))
+    if smooth:
+        t = gaussian_filter(t, smooth)
+        s = gaussian_filter(s, smooth * 2)
+    layer = CloudLayer(name, t.astype(np.float16), s.astype(np.float16), a.astype(np.float32))
+    layer.fit_psnr = _psnr(io.tone(apply(clear, t, s, a)), io.tone(cloudy))
+    return layer
+
+
+def reproduce(layer: CloudLayer, clear: np.ndarray) -> np.ndarray:
+    """The layer applied to (linear) ``clear``: linear values."""
+    return apply(clear, layer.transmission.astype(np.float32), layer.shade.astype(np.float32), layer.airlight)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    return 10 * np.log10(1.0 / max(mse, 1e-10))
+
+
+def region(name: str) -> str:
+    """The region of a SEN12MS-CR patch name (``ROIs1970_fall_136_p311`` -> ``ROIs1970_fall_136``); other names
+    (the masked set's numeric ids) are their own region."""
+    head, _, tail = name.rpartition("_p")
+    return head if head and tail.isdigit() else name
+
+
+def read_pair(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(cloudy, clear, mask or None) of a scene folder (``cloudy_0.*`` + ``clear.*`` [+ ``mask.*``]), linear RGB."""
+    cloudy = next(p for p in sorted(folder.glob("cloudy_*")) if p.suffix.lower() in io.IMAGE_EXTS)
+    clear = next(p for p in sorted(folder.glob("clear.*")) if p.suffix.lower() in io.IMAGE_EXTS)
+    mpath = next((p for p in sorted(folder.glob("mask.*")) if p.suffix.lower() in io.IMAGE_EXTS), None)
+    mask = None
+    if mpath is not None:
+        import rasterio
+        with rasterio.open(mpath) as src:
+            mask = (src.read(1) > 0).astype(np.float32)
+    return linear(io.read_image(cloudy)), linear(io.read_image(clear)), mask
+
+
+class CloudBank:
+    """Real cloud layers, composited onto clear backgrounds."""
+
+    def __init__(self, layers: Sequence[CloudLayer]):
+        self.layers = [lay for lay in layers if lay.cover > 0.01]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @classmethod
+    def from_folders(cls, folders: Sequence[str | os.PathLike], keep=lambda name: True) -> "CloudBank":
+        """Layers of every scene folder (``<ROOT>/<SCENE>/cloudy_0 + clear [+ mask]``) whose name ``keep``s."""
+        layers = []
+        for root in folders:
+            root = Path(root)
+            if not root.is_dir():
+                continue
+            for d in sorted(p for p in root.iterdir() if p.is_dir()):
+                if not keep(d.name):
+                    continue
+                try:
+                    cloudy, clear, mask = read_pair(d)
+                except StopIteration:
+                    continue
+                layers.append(estimate(cloudy, clear, mask, name=d.name))
+        return cls(layers)
+
+    def sample(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight)."""
+        lay = self.layers[int(rng.integers(len(self.layers)))]
+        t, s = lay.transmission.astype(np.float32), lay.shade.astype(np.float32)
+        lh, lw = t.shape
+        if lh < h or lw < w:  # a larger background: tile by reflection
+            reps = (int(np.ceil(h / lh)), int(np.ceil(w / lw)))
+            t = np.pad(t, ((0, reps[0] * lh - lh), (0, reps[1] * lw - lw)), mode="reflect")
+            s = np.pad(s, ((0, reps[0] * lh - lh), (0, reps[1] * lw - lw)), mode="reflect")
+            lh, lw = t.shape
+        y, x = int(rng.integers(0, lh - h + 1)), int(rng.integers(0, lw - w + 1))
+        t, s = t[y:y + h, x:x + w], s[y:y + h, x:x + w]
+        k = int(rng.integers(0, 4))
+        t, s = np.rot90(t, k), np.rot90(s, k)
+        if rng.random() < 0.5:
+            t, s = t[:, ::-1], s[:, ::-1]
+        # thinner or thicker versions of the same cloud (optical depth scales: t -> t^g)
+        g = float(np.exp(rng.uniform(np.log(0.6), np.log(1.8))))
+        t = np.power(np.clip(t, 1e-4, 1.0), g)
+        s = 1 - (1 - s) * rng.uniform(0.7, 1.2)
+        a = lay.airlight * rng.uniform(0.92, 1.08) * (1 + rng.normal(0, 0.015, size=lay.airlight.shape))
+        return np.ascontiguousarray(t), np.ascontiguousarray(np.clip(s, 0.1, 1.0)), a.astype(np.float32)
+
+    def composite(self, clear_linear: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A real cloud layer over a linear (C,H,W) background: (cloudy linear, degradation mask (H,W))."""
+        c, h, w = clear_linear.shape
+        t, s, a = self.sample(rng, h, w)
+        if c > a.shape[0]:
+            a = np.concatenate([a, np.full(c - a.shape[0], a.mean(), np.float32)])
+        out = apply(clear_linear, t, s, a)
+        return out.astype(np.float32), np.clip(1 - t * s, 0, 1).astype(np.float32)
