@@ -83,11 +83,15 @@ def check_grid(grids: Sequence[Grid]) -> None:
 
 
 def check_bands(rasters: Sequence[io.Raster]) -> None:
-    """Every date has as many bands as the first."""
+    """Every date has as many bands as the first, and the same data type and scale (8-bit next to 16-bit or
+    reflectance next to digital numbers would be read on different scales and compared as if they were one)."""
     first = rasters[0]
     for i, r in enumerate(rasters[1:], 2):
         if len(r.bands) != len(first.bands):
             raise InputError(f"date {i} has {len(r.bands)} bands but date 1 has {len(first.bands)}")
+        if (r.dtype, r.scale, r.gain) != (first.dtype, first.scale, first.gain):
+            raise InputError(f"date {i} is {r.dtype} read as value / {r.scale:g} but date 1 is {first.dtype} read as "
+                             f"value / {first.scale:g}; dates of one scene must share their data type and scale")
 
 
 def read_dates(paths: Sequence[str | os.PathLike], bands: Sequence[int | str] | str | None = None) -> list[io.Raster]:
