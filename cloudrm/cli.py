@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="all", choices=["all", "val"],
                     help="'val': only the project's validation split of a RICE folder")
     ev.add_argument("--json", default=None)
+    ev.add_argument("--record", action="store_true",
+                    help="store the scores in the weights folder's cloudrm.json (its 'eval' list, which the app's "
+                         "About tab shows): for maintainers refreshing the bundled weights' numbers")
 
     be = sub.add_parser("bench", help="speed, params, GMACs, peak memory")
     be.add_argument("--methods", default=None, help="comma-separated (default: the standard matrix)")
@@ -58,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--json", default=None)
 
-    sub.add_parser("samples", help="list the samples the registry finds")
+    sm = sub.add_parser("samples", help="list the samples the registry finds")
+    sm.add_argument("--json", default=None, help="also write them as JSON: name, group, dates, reference, "
+                                                 "source, variant (the app's preset)")
 
     tr = sub.add_parser("train", help="train a model with accelerate")
     tr.add_argument("task", help="pixel-cr, diffcr, autoencoder, prior, controlnet")

@@ -107,6 +107,14 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
         out["uncertainty_corr"] = float(np.mean(corr))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
+    if getattr(args, "record", False):
+        from .weights import resolve
+
+        folder = resolve(args.method, args.weights)[0]
+        record_eval(out, folder, f"python -m cloudrm eval --method {args.method}"
+                    + (f" --weights {args.weights}" if args.weights else "")
+                    + (f" --inr {args.inr}" if args.inr else "") + f" --data {data.name} --split {args.split}")
+        print(f"recorded in {folder / 'cloudrm.json'}", file=sys.stderr)
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     print(f"{'method':<10} {'dataset':<22} {'n':>4} {'PSNR':>7} {'SSIM':>7} {'RMSE':>7} {'NIQE':>6} {'BRISQUE':>8} {'s/img':>6}")
     print(f"{args.method:<10} {data.name:<22} {len(rows):>4} {fmt(out['psnr'], 2):>7} {fmt(out['ssim'], 4):>7} "
@@ -114,15 +122,37 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
     return 0
 
 
+EVAL_KEYS = ("method", "dataset", "split", "n", "sampler", "steps", "inr", "psnr", "ssim", "rmse", "niqe", "brisque",
+             "seconds_per_image")
+
+
+def record_eval(result: dict, folder: Path, command: str) -> dict:
+    """Put one ``eval`` result (without per-image rows) into ``folder``'s cloudrm.json "eval" list, replacing an
+    entry for the same method, data, split and settings: the one place the About tab (and the README) read."""
+    from .weights import read_meta, write_meta
+
+    entry = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if k in EVAL_KEYS}
+    entry["command"] = command
+    same = ("method", "dataset", "split", "sampler", "steps", "inr")
+    meta = read_meta(folder)
+    meta["eval"] = [e for e in meta.get("eval") or [] if any(e.get(k) != entry.get(k) for k in same)] + [entry]
+    write_meta(folder, meta)
+    return entry
+
+
 def samples(args: argparse.Namespace) -> int:
     from .samples import list_samples, notices
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise ConfigError(f"{args.json}: output folder does not exist")
     found = list_samples()
     for note in notices():
         print(f"note: {note}", file=sys.stderr)
     for s in found:
         ref = "with reference" if s.reference else "no reference"
-        print(f"{s.group:<11} {s.name:<40} {len(s.dates)} date(s), {ref}  [{s.source}]")
+        print(f"{s.group:<11} {s.name:<44} {len(s.dates)} date(s), {ref}, preset {s.variant}  [{s.source}]")
+    if args.json:
+        Path(args.json).write_text(json.dumps([s.as_dict() for s in found], indent=1) + "\n")
     return 0
 
 

@@ -169,3 +169,23 @@ def test_sigterm_mid_scene_leaves_no_part_files(tmp_path, s2_geotiff):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_eval_record_stores_scores_in_cloudrm_json(tmp_path, tiny_weights):
+    """`eval --record` puts the scores into the weights folder's cloudrm.json "eval" list (what the app's About
+    tab shows), replacing an older entry for the same method, data and settings."""
+    import shutil
+
+    root = need("RICE1")
+    w = tmp_path / "w"
+    shutil.copytree(tiny_weights["pixel-cr"], w)
+    out = tmp_path / "e.json"
+    for _ in range(2):
+        r = run("eval", "--method", "pixel-cr", "--weights", w, "--data", root, "--layout", "rice", "--limit", "2",
+                "--json", out, "--record")
+        assert r.returncode == 0, r.stderr
+    entries = json.loads((w / "cloudrm.json").read_text())["eval"]
+    res = json.loads(out.read_text())
+    assert len(entries) == 1 and entries[0]["method"] == "pixel-cr" and entries[0]["n"] == 2
+    assert entries[0]["psnr"] == pytest.approx(res["psnr"], abs=1e-4)
+    assert entries[0]["command"].startswith("python -m cloudrm eval --method pixel-cr")
