@@ -122,8 +122,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
     return 0
 
 
-EVAL_KEYS = ("method", "dataset", "split", "n", "sampler", "steps", "inr", "psnr", "ssim", "rmse", "niqe", "brisque",
-             "seconds_per_image")
+# Scores only: seconds per image depend on the machine's load and belong to `bench`.
+EVAL_KEYS = ("method", "dataset", "split", "n", "sampler", "steps", "inr", "psnr", "ssim", "rmse", "niqe", "brisque")
 
 
 def record_eval(result: dict, folder: Path, command: str) -> dict:

@@ -208,7 +208,7 @@ def _training_text(meta: dict[str, Any]) -> str:
         if not isinstance(c, dict) or c.get("folder"):
             continue
         bits = [f"{c['trained_steps']} steps" if c.get("trained_steps") is not None else "",
-                f"{c['train_minutes']} min" if c.get("train_minutes") is not None else ""]
+                f"{int(c['train_minutes'] + 0.5)} min" if c.get("train_minutes") is not None else ""]
         if any(bits):
             parts.append(f"{sub or 'model'} {', '.join(b for b in bits if b)}")
     return "; ".join(parts) or "-"

@@ -400,6 +400,16 @@ def test_settings_wording():
 
 
 def test_about_shows_eval_numbers_not_training_checks(server):
+    """About's scores are the `eval` entries of each bundled cloudrm.json (what the README quotes), never the
+    validation numbers logged while a part trained (e.g. ControlNet K=3's 21.58 / 25.52 dB)."""
+    import json
+
+    from cloudrm import weights
+
     about = server[0].about_markdown()
-    assert "held-out" not in about.split("### Weights")[1].split("|")[0] or "eval" in about
-    assert "21.58" not in about and "25.52" not in about  # ControlNet scores logged during training
+    assert "21.58" not in about and "25.52" not in about
+    for method in weights.VARIANTS:
+        for variant in weights.variants_present(method):
+            meta = json.loads((weights.bundled_dir(method, variant) / "cloudrm.json").read_text())
+            for e in meta.get("eval") or []:
+                assert f"| {e['psnr']:.2f} | {e['ssim']:.3f} |" in about, e
