@@ -77,7 +77,7 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
     # the reference upload box shows its whole prompt
     _visible_whole(page.locator("#reference").get_by_text("Click to Upload").first)
 
-    # pick a sample: the built-in three-date Sentinel-2-like scene (always there, offline)
+    # pick a sample: a three-date Sentinel-2 scene
     thumbs = page.locator("#samples_sentinel2 .thumbnail-item")
     expect(thumbs.first).to_be_visible(timeout=30_000)  # filled on page load
     for gal in page.locator(".sample-gallery").all():  # every thumbnail and its whole caption
@@ -85,7 +85,7 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
             _visible_whole(cap)
         for img in gal.locator(".thumbnail-item img").all():
             _visible_whole(img)
-    thumbs.last.click()
+    thumbs.filter(has_text="3 dates").last.click()  # a three-date scene (built-in ones exist offline)
     expect(page.locator("#sample_note")).to_contain_text("weights variant set to")
     expect(page.locator("#sample_note")).to_contain_text("methods to median")  # the group's preset
     expect(page.locator("#dates")).to_contain_text("cloudy_2")
