@@ -4,11 +4,13 @@
    from the project's *validation* split so the app never shows a training image as a test.
 2. ``CLOUDRM_SAMPLES_REPO`` (a Hugging Face dataset repo with the same layout): downloaded lazily, at most
    once per process, with short timeouts; offline or unreachable -> a one-line notice, then (3).
-3. Built-in synthetic samples, made at run time from noise landscapes and the cloud generator (no
-   third-party image is committed to the project).
+3. Built-in samples: real Sentinel-2 clouds from SEN12MS-CR (CC-BY 4.0, ``assets/samples/`` with its
+   ATTRIBUTION.md, written by ``scripts/make_samples.py`` from validation regions). Where that folder is absent
+   (an installed wheel), synthetic samples made at run time from noise landscapes and the cloud generator.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -22,7 +24,7 @@ from .errors import one_line
 from .weights import hub_snapshot
 from .datasets import VAL_FRACTION, data_root, rice_pairs, scene_folders, split_names
 
-GROUPS = {"RICE1": "RICE1 (thin clouds)", "RICE2": "RICE2 (thick clouds)", "Sentinel-2": "Sentinel-2 (three dates)"}
+GROUPS = {"RICE1": "RICE1 (thin clouds)", "RICE2": "RICE2 (thick clouds)", "Sentinel-2": "Sentinel-2 (real clouds)"}
 #: weights variant that suits each group (the app presets it)
 GROUP_VARIANT = {"RICE1": "rice1", "RICE2": "rice2", "Sentinel-2": "sen2"}
 
@@ -35,6 +37,16 @@ class Sample:
     reference: str | None         # the cloud-free image, when known
     source: str                   # "data root", "hub:<repo>", "built-in"
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def variant(self) -> str:
+        """The weights variant the app presets for this sample."""
+        return GROUP_VARIANT.get(self.group, "rice2")
+
+    def as_dict(self) -> dict:
+        """The ``samples --json`` record."""
+        return {"name": self.name, "group": self.group, "dates": list(self.dates), "reference": self.reference,
+                "source": self.source, "variant": self.variant, "notes": list(self.notes)}
 
 
 _lock = threading.Lock()
@@ -82,7 +94,25 @@ def builtin_dir() -> Path:
     return Path(os.environ.get("CLOUDRM_CACHE", Path(tempfile.gettempdir()) / "cloudrm-samples"))
 
 
+#: The committed real samples (a checkout; an installed wheel has none).
+ASSET_SAMPLES = Path(__file__).resolve().parents[1] / "assets" / "samples"
+
+
 def builtin_samples() -> list[Sample]:
+    """The committed real Sentinel-2 samples, or (without them) the synthetic ones."""
+    manifest = ASSET_SAMPLES / "samples.json"
+    if manifest.is_file():
+        out = []
+        for rec in json.loads(manifest.read_text()):
+            folder = ASSET_SAMPLES / rec["folder"]
+            out.append(Sample(rec["name"], rec["group"], tuple(str(folder / d) for d in rec["dates"]),
+                              str(folder / rec["reference"]), "built-in (SEN12MS-CR, CC-BY 4.0)",
+                              tuple(rec.get("notes", ()))))
+        return out
+    return synthetic_samples()
+
+
+def synthetic_samples() -> list[Sample]:
     """Synthetic samples (written once as PNG): thin haze, thick clouds, and a three-date stack."""
     root = builtin_dir()
     specs = [("synthetic haze", "RICE1", 1, dict(p_thick=0.0, p_haze=1.0, haze_strength=(0.5, 0.7))),
