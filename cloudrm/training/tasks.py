@@ -94,6 +94,13 @@ class Task:
                         if n.startswith("s2stacks:"):
                             it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
                         items.append(dict(it, group=n))
+            elif n.startswith("synth:"):
+                # a RICE validation split's clear labels under fixed procedural thick clouds with saturated
+                # (display 1.0) cores: what a model must not paint over in colours of neither input nor ground
+                cfg = synth.CloudConfig(p_thick=1.0, p_haze=0.3, coverage=(0.2, 0.5))
+                for i, it in enumerate(validation_pairs(self.root, n.split(":", 1)[1])):
+                    cloudy, _ = synth.add_clouds(it["target"], np.random.default_rng(1000 + i), cfg)
+                    items.append(dict(it, dates=cloudy[None], group=n))
             elif (self.root / n).is_dir():
                 items += [dict(it, group=n) for it in validation_pairs(self.root, n)]
         limit = self.cfg.data.get("val_limit")
