@@ -40,6 +40,7 @@ tune_malloc(arenas=2)
 
 import logging  # noqa: E402
 import functools  # noqa: E402
+import ipaddress  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -130,8 +131,15 @@ def _check_inputs(images, reference=None) -> tuple[list[str], str | None]:
 
 
 def _client_host(request) -> str:
-    fwd = request.headers.get("x-forwarded-for", "") if request is not None else ""
-    return fwd.split(",")[0].strip() or (request.client.host if request is not None and request.client else "")
+    """The client's address; behind a proxy on a private address (as on Spaces) the one that proxy appended
+    last to X-Forwarded-For (earlier entries are whatever the client sent)."""
+    host = request.client.host if request is not None and request.client else ""
+    try:
+        proxied = ipaddress.ip_address(host).is_private
+    except ValueError:
+        proxied = False
+    fwd = request.headers.get("x-forwarded-for", "") if proxied else ""
+    return fwd.split(",")[-1].strip() or host
 
 
 def _cap_jobs_per_client(demo: gr.Blocks) -> None:

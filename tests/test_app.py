@@ -413,3 +413,13 @@ def test_about_shows_eval_numbers_not_training_checks(server):
             meta = json.loads((weights.bundled_dir(method, variant) / "cloudrm.json").read_text())
             for e in meta.get("eval") or []:
                 assert f"| {e['psnr']:.2f} | {e['ssim']:.3f} |" in about, e
+
+
+def test_client_address_for_the_per_client_cap(server):
+    from types import SimpleNamespace as NS
+
+    host = server[0]._client_host
+    req = lambda ip, fwd=None: NS(client=NS(host=ip), headers={"x-forwarded-for": fwd} if fwd else {})  # noqa: E731
+    assert host(req("93.184.216.34", "1.2.3.4")) == "93.184.216.34"  # a public client cannot pick its address
+    assert host(req("10.0.0.2", "1.2.3.4, 198.51.100.9")) == "198.51.100.9"  # the proxy's entry, not the client's
+    assert host(req("127.0.0.1")) == "127.0.0.1"
