@@ -23,13 +23,14 @@ from .methods import METHODS, load_method
 from .methods.base import SEED_MAX, check_seed
 from .sampling import MAX_STEPS, SAMPLERS
 
+#: Every bundled variant name of any method: what a remote user may choose as weights.
 VARIANT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(v for _, _, vs in weights_mod.VARIANTS.values() for v in vs))
 #: Environment variable with which an operator lets remote users name weights folders and hub repo ids.
 ALLOW_PATHS_ENV = "CLOUDRM_ALLOW_WEIGHTS_PATHS"
 #: The one message for every weights folder or hub id that cannot be used: it must not tell which paths exist.
 UNUSABLE_WEIGHTS = "weights: not a usable cloudrm weights folder or hub repo id on this server"
 #: Methods preset when a sample of a group is picked: what works for that kind of cloud (DiffCR's bundled
-#: weights smear RICE1's thin clouds; the Sentinel-2 samples have 3 dates, which median and DiffCR use).
+#: weights smear RICE1's thin clouds; DiffCR's default weights are Sentinel-2's, and median uses several dates).
 GROUP_METHODS = {"RICE1": ("pixel-cr", "idf-cr"), "RICE2": ("pixel-cr", "diffcr"),
                  "Sentinel-2": ("median", "diffcr")}
 UPLOAD_METHODS = ("pixel-cr", "diffcr")
@@ -129,7 +130,6 @@ def clean_message(msg: str, paths: Sequence[Any] = (), root: str | os.PathLike |
         msg = msg.replace(str(root) + os.sep, "")
     msg = _ABS_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1] or "/", msg)
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
-
 
 
 # ----------------------------------------------------------------------------------------------- disk
