@@ -25,7 +25,8 @@ from ..models.blocks import pad_to_multiple
 from ..models.pixel_cr import PixelCR
 from ..pipelines.idfcr import (BETA_SCHEDULE, COLOR_FIX_MODES, DEFAULT_COLOR_FIX_SIGMA, DEFAULT_INR, INR_CHOICES,
                                color_fix, color_fix_mode, controlled_eps, decode, encode, gaussian_lowpass,
-                               idfcr_sample, make_scheduler, text_context, unet_multiple, vae_factor)
+                               idfcr_sample, latent_stats, make_scheduler, text_context, unet_multiple,
+                               vae_factor)
 from ..pipelines.pixelcr import pixel_cr_forward
 from ..weights import load_component
 from .base import Method, as_dates
@@ -125,4 +126,4 @@ class IDFCR(Method):
 # the pipeline's names stay importable from here (notebooks and older code use ``methods.idfcr as M``)
 __all__ = ["IDFCR", "BETA_SCHEDULE", "COLOR_FIX_MODES", "DEFAULT_COLOR_FIX_SIGMA", "DEFAULT_INR", "INR_CHOICES",
            "color_fix", "color_fix_mode", "controlled_eps", "decode", "encode", "gaussian_lowpass", "idfcr_sample",
-           "load_component", "load_null_embedding", "make_scheduler", "pad_to_multiple", "text_context", "unet_multiple", "vae_factor"]
+           "latent_stats", "load_component", "load_null_embedding", "make_scheduler", "pad_to_multiple", "text_context", "unet_multiple", "vae_factor"]
