@@ -11,11 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from . import io, scene
-from .dates import check_count, model_input, read_dates
+from .dates import check_count, is_sentinel2, model_input, read_dates
 from .errors import ConfigError
 from .io import write_map
 from .methods import Result, load_method
 from .tiling import check_tiling, run_tiled
+from .weights import variants_of
 
 __all__ = ["remove_clouds", "run_method", "read_dates", "model_input", "write_map"]
 
@@ -58,6 +59,8 @@ def remove_clouds(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
         if samples < 2:
             raise ConfigError("--uncertainty needs --samples N with N >= 2")
     check_tiling(tile, overlap)
+    if weights is None and inputs and is_sentinel2(inputs[0]) and "sen2" in variants_of(method):
+        weights = "sen2"  # Sentinel-2 reflectance: the weights trained on real Sentinel-2 clouds
     m = load_method(method, weights, device)
     m.settings(sampler, steps, inr)  # fail on bad options before reading anything large
     if uncertainty is not None and not m.stochastic:
@@ -76,7 +79,7 @@ def remove_clouds(inputs: Sequence[str | os.PathLike], output: str | os.PathLike
     like = rasters[0]
     if output is not None:
         out_like = replace(like, bands=tuple(like.bands[: res.image.shape[0]]))
-        io.write_image(output, res.image, like=out_like, valid=valid)
+        io.write_image(output, res.image, like=out_like, valid=valid, tags=io.band_tags(like, res.image.shape[0]))
     if uncertainty is not None:
         u = res.maps.get("uncertainty")
         if u is None:

@@ -64,7 +64,8 @@ def _check_remove_paths(args: argparse.Namespace) -> None:
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
     from . import metrics
-    from .datasets import VAL_FRACTION, iter_eval_items, rice_pairs, split_names
+    from .datasets import (VAL_FRACTION, detect_layout, iter_eval_items, rice_pairs, s2_is_validation,
+                           scene_folders, split_names)
     from .methods import load_method
 
     data = Path(args.data)
@@ -73,7 +74,9 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
     m = load_method(args.method, args.weights)
     opts = m.settings(args.sampler, args.steps, args.inr)
     names = None
-    if args.split == "val":
+    if args.split == "val" and detect_layout(data) == "scenes":  # SEN12MS-CR-style scenes: split by region
+        names = [n for n, _, _ in scene_folders(data) if s2_is_validation(n)]
+    elif args.split == "val":
         pairs = rice_pairs(data)
         _, names = split_names([n for n, _, _ in pairs], VAL_FRACTION.get(data.name, 0.15))
     rows, corr = [], []
@@ -83,6 +86,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the subcommand's name
         res = m(list(item["dates"]), sampler=args.sampler, steps=args.steps, inr=args.inr, seed=args.seed,
                 samples=args.samples)
         row = {"name": item["name"], **metrics.evaluate(res.image, item["target"]), "lpips": None,
+               "magenta_excess": metrics.magenta_excess(res.image, item["target"]),
                "seconds": round(res.seconds, 4)}
         if "uncertainty" in res.maps:
             err = np.abs(metrics.as_uint8_float(res.image) - item["target"]).mean(0)

@@ -21,6 +21,21 @@ MAX_DATES = 3
 is_tiff = io.is_tiff  # the one TIFF header test (io needs it to pick a reader)
 
 
+def is_sentinel2(path: str | os.PathLike) -> bool:
+    """True for a TIFF that holds Sentinel-2 reflectance: integer DN (x 10000) with band descriptions naming
+    B04/B03/B02, or 3-4 undescribed bands (the Sen2_MTC R,G,B[,NIR] default). Header only."""
+    if not is_tiff(path):
+        return False
+    try:
+        info = io.tiff_info(path)
+    except Exception:
+        return False  # the reader gives the real error later
+    if info["dtype"] in ("uint8", "int8") or not info["dtype"].startswith(("uint", "int")):
+        return False
+    names = {str(d).upper() for d in info["descriptions"] if d}
+    return {"B04", "B03", "B02"} <= names or (not names and info["count"] in (3, 4))
+
+
 def check_count(n: int) -> None:
     """1..MAX_DATES dates, else the one dates-count error."""
     if not 1 <= n <= MAX_DATES:

@@ -403,7 +403,7 @@ def quantize(image: np.ndarray) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, like: Raster | None = None,
-                valid: np.ndarray | None = None) -> Path:
+                valid: np.ndarray | None = None, tags: dict[str, str] | None = None) -> Path:
     """Write a display-space (C,H,W) [0,1] image.
 
     ``.png``: 8-bit (gray or RGB). ``.tif``: when ``like`` is a GeoTIFF, its CRS, transform, nodata and dtype
@@ -421,7 +421,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, like: Raster | None 
             q = quantize(image)
             Image.fromarray(q[..., 0] if q.shape[-1] == 1 else q).save(tmp, format="PNG")
         else:
-            _write_tiff(tmp, image, like, valid)
+            _write_tiff(tmp, image, like, valid, tags)
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -464,7 +464,18 @@ def encode(image: np.ndarray, like: Raster | None, dtype: str, nodata=None, vali
     return vals
 
 
-def _write_tiff(tmp: Path, image: np.ndarray, like: Raster | None, valid) -> None:
+def band_tags(like: Raster, n_out: int) -> dict[str, str]:
+    """GeoTIFF metadata of a model output: which input bands it holds (the models are RGB: NIR is dropped)."""
+    kept, dropped = like.bands[:n_out], like.bands[n_out:]
+    tags = {"CLOUDRM_BANDS_MODELLED": ",".join(kept)}
+    if dropped:
+        tags["CLOUDRM_BANDS_DROPPED"] = ",".join(dropped)
+        tags["CLOUDRM_NOTE"] = (f"the cloud-removal models work on {n_out} bands; input band(s) "
+                                f"{', '.join(dropped)} are not in this output")
+    return tags
+
+
+def _write_tiff(tmp: Path, image: np.ndarray, like: Raster | None, valid, tags: dict[str, str] | None = None) -> None:
     import rasterio
 
     c, h, w = image.shape
@@ -480,6 +491,8 @@ def _write_tiff(tmp: Path, image: np.ndarray, like: Raster | None, valid) -> Non
         dst.write(vals)
         for i, n in enumerate(names, 1):
             dst.set_band_description(i, n)
+        if tags:
+            dst.update_tags(**tags)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -557,7 +570,8 @@ class TiffRowWriter(RowWriter):
     """Windowed writes into a tiled, deflate-compressed GeoTIFF; rows are buffered to whole block rows so no
     compressed block is written twice."""
 
-    def __init__(self, path: Path, profile: dict, names: Sequence[str], encode_rows):
+    def __init__(self, path: Path, profile: dict, names: Sequence[str], encode_rows,
+                 tags: dict[str, str] | None = None):
         super().__init__(path)
         import rasterio
 
@@ -565,6 +579,8 @@ class TiffRowWriter(RowWriter):
         self.dst = rasterio.open(self.tmp, "w", **profile)
         for i, n in enumerate(names, 1):
             self.dst.set_band_description(i, n)
+        if tags:
+            self.dst.update_tags(**tags)
         self.block = self.dst.block_shapes[0][0]
         self.height = profile["height"]
         self.pending: list[np.ndarray] = []
@@ -622,7 +638,8 @@ def image_row_writer(path: Path, like: Raster, c: int, h: int, w: int) -> RowWri
         profile["dtype"] = "uint8"
     names = list(like.bands[:c]) if len(like.bands) >= c else [f"band{i + 1}" for i in range(c)]
     dtype, nodata = profile["dtype"], profile.get("nodata")
-    return TiffRowWriter(path, profile, names, lambda image, valid: encode(image, like, dtype, nodata, valid))
+    return TiffRowWriter(path, profile, names, lambda image, valid: encode(image, like, dtype, nodata, valid),
+                         tags=band_tags(like, c))
 
 
 def map_row_writer(path: Path, like: Raster, h: int, w: int) -> RowWriter:

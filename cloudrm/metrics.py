@@ -102,6 +102,18 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(r) if np.isfinite(r) else 0.0
 
 
+def magenta(image: np.ndarray, margin: float = 0.06) -> float:
+    """Fraction of pixels with a magenta cast (R and B both above G by ``margin``) in an RGB (3,H,W) image."""
+    r, g, b = image[:3]
+    return float(((r - g > margin) & (b - g > margin)).mean())
+
+
+def magenta_excess(out: np.ndarray, ref: np.ndarray) -> float:
+    """Magenta-cast pixels of ``out`` beyond those of ``ref``: colours of neither the input nor the ground
+    (the fill a model paints over saturated clouds it never learnt), as a fraction of the image."""
+    return max(0.0, magenta(out) - magenta(ref))
+
+
 def evaluate(out: np.ndarray, ref: np.ndarray | None = None, no_reference: bool = True) -> dict[str, float | None]:
     """Every metric the app and ``eval`` report for one image; ``None`` where not computable."""
     res: dict[str, float | None] = {"psnr": None, "ssim": None, "rmse": None}

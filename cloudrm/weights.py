@@ -32,11 +32,17 @@ class Family(NamedTuple):
 
 #: method -> its bundled weights (idf-cr folders carry pixel-cr's weights too)
 VARIANTS: dict[str, Family] = {
-    "pixel-cr": Family("idfcr", "rice2", ("rice1", "rice2")),
-    "idf-cr": Family("idfcr", "rice2", ("rice1", "rice2")),
+    "pixel-cr": Family("idfcr", "rice2", ("rice1", "rice2", "sen2")),
+    "idf-cr": Family("idfcr", "rice2", ("rice1", "rice2", "sen2")),
     "diffcr": Family("diffcr", "sen2", ("sen2", "rice2")),
 }
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
+
+
+def variants_of(method: str) -> tuple[str, ...]:
+    """The bundled variant names of ``method`` (none for the baselines)."""
+    fam = VARIANTS.get(method)
+    return fam.names if fam else ()
 
 
 def bundled_dir(method: str, variant: str) -> Path:

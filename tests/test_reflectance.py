@@ -45,3 +45,31 @@ def test_clear_uint16_scene_round_trips_within_one_percent(tmp_path):
     c = back.shape[0]
     rel = np.abs(back - dn[:c] / 10000) / (dn[:c] / 10000)
     assert rel.max() < 0.01, f"worst relative error {rel.max():.4f}"
+
+
+def test_output_says_which_bands_were_modelled(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    src = tmp_path / "s2.tif"
+    prof = {"driver": "GTiff", "count": 4, "height": 32, "width": 32, "dtype": "uint16"}
+    with rasterio.open(src, "w", **prof) as dst:
+        dst.write(np.full((4, 32, 32), 1200, "uint16"))
+        for i, b in enumerate(io.SENTINEL2_RGBN, 1):
+            dst.set_band_description(i, b)
+    out = tmp_path / "out.tif"
+    api.remove_clouds([str(src)], str(out), method="identity")
+    with rasterio.open(out) as r:
+        tags = r.tags()
+        assert r.count == 3 and r.descriptions == ("B04", "B03", "B02")
+    assert tags["CLOUDRM_BANDS_MODELLED"] == "B04,B03,B02" and tags["CLOUDRM_BANDS_DROPPED"] == "B08"
+
+
+def test_sentinel2_geotiff_picks_the_sen2_weights(tmp_path):
+    from cloudrm import dates
+
+    rasterio = pytest.importorskip("rasterio")
+    src = tmp_path / "s2.tif"
+    with rasterio.open(src, "w", driver="GTiff", count=4, height=16, width=16, dtype="uint16") as dst:
+        dst.write(np.full((4, 16, 16), 900, "uint16"))
+    png = tmp_path / "x.png"
+    io.write_image(png, np.zeros((3, 16, 16), np.float32))
+    assert dates.is_sentinel2(src) and not dates.is_sentinel2(png)
