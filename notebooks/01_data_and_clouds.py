@@ -297,6 +297,62 @@ print(f"cloud-free (mask < 0.1) per date: {', '.join(f'{np.mean(m < 0.1):.0%}' f
       f"in at least one date: {clear_somewhere.mean():.0%}")
 
 # %% [markdown]
+# ### Real cloud layers (SEN12MS-CR)
+#
+# Procedural clouds are only as good as their realism. `cloudrm.cloudbank` measures real ones instead: for a real
+# cloudy date `Y` and a clear date `X` of the same place (linear units: reflectance × 3), every pixel is fitted by
+#
+# `Y = X · s · t + A · (1 − t)`
+#
+# with `t` the cloud's transmission (1 clear, 0 opaque), `A` the airlight (the colour of the cloud body, often
+# above white once displayed: saturated cores) and `s` a shadow darkening. Ground change between the two dates
+# leaks into `t` and `s` as texture, so small differences are snapped back to clear and the maps are smoothed a
+# little. Below: each real pair, the layer, and the layer **put back on the clear date** — the fit PSNR says how
+# much of the real cloudy date the model explains (the clear date alone: "identity"). Then the same layers
+# composited onto *other* clear Sentinel-2 patches, as training sees them: real vs generated, side by side.
+
+# %%
+from cloudrm import cloudbank, datasets  # noqa: E402
+
+s2 = DATA / "SEN12MS-CR" if DATA is not None else None
+if s2 is None or not (s2 / "pairs").is_dir():
+    print("No SEN12MS-CR folder in the data root; skipping the real cloud layers.")
+else:
+    folders = [s2 / "masked" / "4287", s2 / "pairs" / "ROIs1970_fall_136_p311", s2 / "pairs" / "ROIs1868_summer_135_p472",
+               s2 / "masked" / "5349"]
+    folders = [f for f in folders if f.is_dir()][: 2 if SMOKE else 4]
+    rows, layers = [], []
+    for f in folders:
+        cloudy_lin, clear_lin, mask = cloudbank.read_pair(f)
+        lay = cloudbank.estimate(cloudy_lin, clear_lin, mask, name=f.name)
+        layers.append(lay)
+        ident = cloudbank._psnr(cloudrm.io.tone(clear_lin), cloudrm.io.tone(cloudy_lin))
+        rows.append([cloudrm.io.tone(clear_lin), cloudrm.io.tone(cloudy_lin),
+                     (lay.transmission.astype(float), {"cbar": "t"}), (lay.shade.astype(float), {"cbar": "s"}),
+                     cloudrm.io.tone(cloudbank.reproduce(lay, clear_lin))])
+        print(f"{f.name:>26}: airlight {np.round(lay.airlight, 2)}, fit {lay.fit_psnr:.1f} dB "
+              f"(identity {ident:.1f} dB), {lay.cover:.0%} of pixels degraded")
+    pictures(rows, titles=["clear date", "real cloudy date", "transmission t", "shadow s", "layer on the clear date"],
+             row_labels=[lay.name for lay in layers])
+
+    bank = cloudbank.CloudBank(layers)
+    grounds = sorted((s2 / "clear").glob("*.tif"))[:4]
+    rng = np.random.default_rng(0)
+    gen = []
+    for g, lay in zip(grounds, layers):
+        ground = cloudbank.linear(cloudrm.io.read_image(g))
+        made, _ = cloudbank.CloudBank([lay]).composite(ground, rng)
+        real_cloudy, _, _ = cloudbank.read_pair(next(f for f in folders if f.name == lay.name))
+        gen.append([cloudrm.io.tone(real_cloudy), cloudrm.io.tone(ground), cloudrm.io.tone(made)])
+    pictures(gen, titles=["real cloudy date", "another clear Sentinel-2 patch", "generated: its layer on that patch"],
+             row_labels=[lay.name for lay in layers[:len(gen)]])
+    all_layers = cloudbank.CloudBank.from_folders([s2 / "pairs", s2 / "masked"],
+                                                  keep=lambda n: not datasets.s2_is_validation(n))
+    fits = [lay.fit_psnr for lay in all_layers.layers]
+    print(f"bank of the training regions: {len(all_layers)} layers, fit {np.median(fits):.1f} dB median "
+          f"({min(fits):.1f}-{max(fits):.1f}); cover {np.median([lay.cover for lay in all_layers.layers]):.0%} median")
+
+# %% [markdown]
 # How much cloud does the default mixture produce? Statistics over many draws (64 × 64 px):
 
 # %%
