@@ -10,7 +10,8 @@ PY="${1:-python}"
 export HF_HUB_OFFLINE=1
 DATA="$(cd "${CLOUDRM_DATA:-../shared/data}" 2>/dev/null && pwd || echo /nonexistent)"
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK" build cloudrm.egg-info' EXIT
+REPO="$(pwd)"
+trap 'rm -rf "$WORK" "$REPO/build" "$REPO/cloudrm.egg-info"' EXIT
 rm -rf build cloudrm.egg-info   # setuptools never removes stale files from build/lib: start clean
 
 "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" .

@@ -126,4 +126,5 @@ class IDFCR(Method):
 # the pipeline's names stay importable from here (notebooks and older code use ``methods.idfcr as M``)
 __all__ = ["IDFCR", "BETA_SCHEDULE", "COLOR_FIX_MODES", "DEFAULT_COLOR_FIX_SIGMA", "DEFAULT_INR", "INR_CHOICES",
            "color_fix", "color_fix_mode", "controlled_eps", "decode", "encode", "gaussian_lowpass", "idfcr_sample",
-           "latent_stats", "load_component", "load_null_embedding", "make_scheduler", "pad_to_multiple", "text_context", "unet_multiple", "vae_factor"]
+           "latent_stats", "load_component", "load_null_embedding", "make_scheduler", "pad_to_multiple",
+           "text_context", "unet_multiple", "vae_factor"]
