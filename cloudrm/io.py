@@ -124,6 +124,8 @@ def check_file(path: str | os.PathLike) -> Path:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, not an image")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: empty file")
     return p
@@ -226,7 +228,9 @@ def _read_pil(p: Path, bands) -> Raster:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(p)
+            # Only the decoders for what the extensions promise: an EPS or other file named .png must never reach
+            # another Pillow plugin (EPS would run Ghostscript where it is installed). TIFFs go to rasterio.
+            img = Image.open(p, formats=("PNG", "JPEG"))
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise InputError(f"{p}: {w}x{h} is larger than the limit of {MAX_PIXELS} pixels")
@@ -234,6 +238,8 @@ def _read_pil(p: Path, bands) -> Raster:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(f"{p}: image too large (possible decompression bomb; limit {MAX_PIXELS} px)") from None
     notes = []
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"{p.name} has {img.n_frames} frames (an animated image): only the first frame is used")
     mode = img.mode
     finite = None
     if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -312,6 +318,8 @@ def _read_tiff(p: Path, bands, window=None, src=None) -> Raster:
             return _read_tiff(p, bands, window, src)
     if src.width * src.height > MAX_PIXELS:
         raise InputError(f"{p}: {src.width}x{src.height} is larger than the limit of {MAX_PIXELS} pixels")
+    if src.dtypes[0].startswith("complex"):
+        raise InputError(f"{p}: complex-valued pixels ({src.dtypes[0]}) are not an image; give real-valued bands")
     idxs, names = _resolve_bands(src.count, src.descriptions, bands, p)
     raw = src.read([i + 1 for i in idxs], window=window, masked=False)
     dtype = src.dtypes[0]
@@ -319,16 +327,23 @@ def _read_tiff(p: Path, bands, window=None, src=None) -> Raster:
     profile = dict(src.profile)
     profile["band_names"] = names
     valid = np.ones(raw.shape[1:], dtype=bool)
-    data = raw.astype(np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: reported as an overflow below
+        data = raw.astype(np.float32)
     if nodata is not None and not np.isnan(nodata):
         valid &= ~np.any(raw == nodata, axis=0)
     finite = np.isfinite(data)
+    if raw.dtype.kind == "f" and not finite.all() and (np.isfinite(raw) & ~finite).any():
+        big = float(np.abs(raw[np.isfinite(raw)]).max())
+        raise InputError(f"{p}: values overflow (up to {big:.3g}, beyond float32's 3.4e38); rescale the data")
     valid &= finite.all(axis=0)
     data = np.where(finite, data, 0.0)
     scale, gain = _tiff_scale(dtype)
     data /= scale
     data[:, ~valid] = 0.0
     notes = ["single band shown as gray"] if names == ["gray"] else []
+    pages = [d for d in src.subdatasets if d.startswith("GTIFF_DIR:")] if window is None else []
+    if len(pages) > 1:
+        notes.append(f"{p.name} has {len(pages)} pages (a multi-page TIFF): only the first page is used")
     return Raster(data.astype(np.float32), valid, tuple(names), scale, gain, dtype, profile, str(p), notes)
 
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import cloudrm
+import cloudrm.api  # noqa: F401 - its import (torch, diffusers) stays outside the timed calls
 from cloudrm import io, weights
 from cloudrm.cli import main as cli_main
 from cloudrm.errors import CloudRMError, ConfigError, InputError, WeightsError
@@ -291,6 +292,35 @@ def _(t, w):
     return [_good(t)], t / "o.png", {"samples": 2, "uncertainty": str(t / "u.png")}
 
 
+@bad("seed out of range", ConfigError, r"seed must be an integer in 0\.\.4294967295")
+def _(t, w):
+    return [_good(t)], t / "o.png", {"seed": 2**70}
+
+
+@bad("EPS named .png", InputError, "not a readable image")
+def _(t, w):
+    (t / "e.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nnewpath 0 0 moveto showpage\n%%EOF\n")
+    return [t / "e.png"], t / "o.png", {}
+
+
+@bad("complex-valued GeoTIFF", InputError, "complex")
+def _(t, w):
+    data = (np.random.default_rng(0).random((3, 64, 64)) + 1j).astype(np.complex64)
+    return [geotiff(t / "c.tif", data, nodata=None)], t / "o.tif", {}
+
+
+@bad("values that overflow float32", InputError, "values overflow")
+def _(t, w):
+    return [geotiff(t / "big.tif", np.full((3, 64, 64), 1e300), nodata=None)], t / "o.tif", {}
+
+
+@bad("dates of mixed dtypes", InputError, "data type")
+def _(t, w):
+    a = (np.random.default_rng(0).random((3, 64, 64)) * 3000 + 1).astype(np.uint16)
+    return [geotiff(t / "a.tif", a), geotiff(t / "b.tif", a.astype(np.float32) / 10000, nodata=None)], \
+        t / "o.tif", {"method": "median"}
+
+
 def _leftovers(t: Path) -> list[str]:
     """Output files or temporary parts left in the test folder (inputs excluded)."""
     return sorted(p.name for p in t.rglob("*") if p.is_file() and (p.name.startswith(("o.", "u.")) or ".part" in p.name))
@@ -420,6 +450,30 @@ def test_odd_but_valid_inputs_work(name, tmp_path, capsys):
     out.unlink()
     assert cli_main(["remove", str(src), "-o", str(out), "--method", "median"]) == 0, capsys.readouterr().err
     assert out.exists()
+
+
+@pytest.mark.parametrize("kind", ["multi-page TIFF", "animated PNG"])
+def test_multi_frame_inputs_use_the_first_frame_and_say_so(kind, tmp_path):
+    frames = [Image.fromarray(rgb(seed=i)) for i in range(3)]
+    p = tmp_path / ("m.tif" if kind == "multi-page TIFF" else "m.png")
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    r = io.read_image(p)
+    assert np.abs(r.data.transpose(1, 2, 0) * 255 - rgb(seed=0)).max() < 0.5
+    assert any("first" in n and "3" in n for n in r.notes), r.notes
+    res = cloudrm.remove_clouds([p], tmp_path / "o.png")
+    assert any("first" in n for n in res.info["notes"])
+
+
+def test_pillow_never_tries_other_formats(tmp_path, monkeypatch):
+    """An EPS named .png must not reach Pillow's EPS reader (Ghostscript on servers that have it)."""
+    from PIL import EpsImagePlugin
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: called.append(1))
+    (tmp_path / "e.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n")
+    with pytest.raises(InputError, match="not a readable image"):
+        io.read_image(tmp_path / "e.png")
+    assert called == []
 
 
 # ----------------------------------------------------------------------------------------------- property test
