@@ -26,7 +26,7 @@
 # 5. the train/validation split behind the shipped weights;
 # 6. the built-in samples used when no data is present.
 #
-# **Run time:** full run: 0.3 min wall-clock, 0.3 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 1), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 3.4 min wall-clock, 0.7 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
