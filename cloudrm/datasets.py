@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from . import cloudbank, io, synth
+from .dates import MAX_DATES
 from .errors import InputError
 
-MAX_DATES = 3
 LAYOUTS = ("auto", "rice", "scenes", "sen2mtc")
 
 

@@ -74,7 +74,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from cloudrm import datasets, metrics, sampling, weights
 from cloudrm.methods import idfcr as M
 from cloudrm.models.pixel_cr import PixelCR
-from cloudrm.training import idfcr_tasks as T
+from cloudrm.training.tasks import idfcr as T
 from cloudrm.training.loop import TrainConfig, train
 from cloudrm.training.tasks import make_task
 
@@ -410,7 +410,7 @@ for k in range(K):
     eps = pred.detach().float()                                          # the predicted noise becomes the next noise
 display(pd.DataFrame(trace).set_index("pass").round(4))
 
-# the package's implementation (cloudrm.training.idfcr_tasks.inr_passes) from the same start gives the same passes
+# the package's implementation (cloudrm.training.tasks.idfcr.inr_passes) from the same start gives the same passes
 opt2 = torch.optim.AdamW(check_copy.parameters(), lr=INR_LR)
 
 

@@ -224,7 +224,7 @@ def test_inr_k_passes_k_steps_and_noise_chain():
     """Algorithm 3: K optimiser steps per batch; pass k+1's target noise is pass k's prediction (before its
     step); z0, condition and t fixed; the prediction is computed in the same forward as the loss."""
     from cloudrm.pipelines.idfcr import controlled_eps, make_scheduler
-    from cloudrm.training.idfcr_tasks import inr_passes, q_sample
+    from cloudrm.training.tasks.idfcr import inr_passes, q_sample
 
     _, _, prior, nets = tiny_idfcr_parts()
     prior.requires_grad_(False)
@@ -269,8 +269,8 @@ def test_controlnet_task_step_freezes_prior(tiny_idfcr, tmp_path):
     Pixel-CR frozen); a second run folder is needed per K."""
     from accelerate import Accelerator
 
-    from cloudrm.training.idfcr_tasks import ControlNetTask
-    from cloudrm.training.loop import TrainConfig
+    from cloudrm.training.tasks.idfcr import ControlNetTask
+    from cloudrm.training.config import TrainConfig
 
     def cfg(k, run):
         return TrainConfig(task="controlnet", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / run),
@@ -315,8 +315,8 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tiny_idfcr, tmp_path):
     exactly as in ``init_from``; only the decoder learns."""
     from accelerate import Accelerator
 
-    from cloudrm.training.idfcr_tasks import AutoencoderTask
-    from cloudrm.training.loop import TrainConfig
+    from cloudrm.training.tasks.idfcr import AutoencoderTask
+    from cloudrm.training.config import TrainConfig
 
     def cfg(**opts):
         return TrainConfig(task="autoencoder", variant="test", data_root=str(tmp_path), run_dir=str(tmp_path / "r"),

@@ -93,8 +93,8 @@ def test_bad_config_is_one_line_error(tmp_path):
 def test_cloud_options_from_the_config(tmp_path):
     """``data.clouds`` sets the generator's options over the defaults; an unknown field is a ConfigError naming it."""
     from cloudrm.errors import ConfigError
-    from cloudrm.training.loop import TrainConfig
-    from cloudrm.training.diffcr_task import DiffCRTask
+    from cloudrm.training.config import TrainConfig
+    from cloudrm.training.tasks.diffcr import DiffCRTask
 
     def task(clouds):
         return DiffCRTask(TrainConfig(task="diffcr", variant="t", data_root=str(tmp_path), data={"clouds": clouds}))
@@ -103,3 +103,18 @@ def test_cloud_options_from_the_config(tmp_path):
     assert cc.p_haze == 0.3 and cc.coverage == (0.1, 0.6) and cc.p_thick == 0.8
     with pytest.raises(ConfigError, match="p_hase"):
         task({"p_hase": 0.3}).cloud_config()
+
+
+def test_average_groups_is_the_one_validation_summary():
+    """Per-group means (SSIM to 4 decimals, others to 3; unmeasured values left out) and ``psnr``: the mean of
+    the groups' means, each group counting once (what picks the shipped checkpoint)."""
+    from cloudrm.training.tasks import average_groups
+
+    groups = {"RICE2": [{"psnr": 30.0, "ssim": 0.81234, "niqe": None}, {"psnr": 32.0, "ssim": 0.8, "niqe": None}],
+              "scenes:Sen2/fig": [{"psnr": 20.0, "ssim": 0.5, "niqe": 6.0}]}
+    res = average_groups(groups, key=lambda g: g.replace("scenes:", "").replace("/", "_"))
+    assert res == {"RICE2_psnr": 31.0, "RICE2_ssim": 0.8062, "RICE2_n": 2, "Sen2_fig_psnr": 20.0,
+                   "Sen2_fig_ssim": 0.5, "Sen2_fig_niqe": 6.0, "Sen2_fig_n": 1, "psnr": 25.5}
+    ae = average_groups({"a/b": [{"recon_psnr": 28.0, "recon_ssim": 0.9}]}, main="recon_psnr")
+    assert ae == {"a_b_recon_psnr": 28.0, "a_b_recon_ssim": 0.9, "a_b_n": 1, "psnr": 28.0}
+    assert average_groups({}) == {}

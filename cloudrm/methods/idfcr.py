@@ -21,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .. import weights
 from ..errors import ConfigError, WeightsError, one_line
-from ..models.blocks import pad_to_multiple
 from ..models.pixel_cr import PixelCR
 from ..pipelines.idfcr import (BETA_SCHEDULE, COLOR_FIX_MODES, DEFAULT_COLOR_FIX_SIGMA, DEFAULT_INR, INR_CHOICES,
                                color_fix, color_fix_mode, controlled_eps, decode, encode, gaussian_lowpass,
@@ -126,5 +125,5 @@ class IDFCR(Method):
 # the pipeline's names stay importable from here (notebooks and older code use ``methods.idfcr as M``)
 __all__ = ["IDFCR", "BETA_SCHEDULE", "COLOR_FIX_MODES", "DEFAULT_COLOR_FIX_SIGMA", "DEFAULT_INR", "INR_CHOICES",
            "color_fix", "color_fix_mode", "controlled_eps", "decode", "encode", "gaussian_lowpass", "idfcr_sample",
-           "latent_stats", "load_component", "load_null_embedding", "make_scheduler", "pad_to_multiple",
+           "latent_stats", "load_component", "load_null_embedding", "make_scheduler",
            "text_context", "unet_multiple", "vae_factor"]

@@ -1,6 +1,6 @@
 """The one training loop of the project (accelerate), shared by every model.
 
-A *task* (see :mod:`cloudrm.training.tasks`) says what to train: it builds the model and data, computes the
+A *task* (see :mod:`cloudrm.training.tasks`, the registry) says what to train: it builds the model and data, computes the
 loss of a batch, validates, and exports a weights folder. This loop owns everything else: the Accelerator
 (mixed precision, gradient accumulation, multi-process via ``accelerate launch``), AdamW with warm-up and
 cosine decay, EMA weights (diffusers' ``EMAModel``, used for validation and export), checkpoints with
@@ -16,62 +16,19 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from .. import weights
-
-
-@dataclass
-class TrainConfig:
-    task: str = "pixel-cr"
-    variant: str = "rice2"
-    data_root: str = ""                       # default: $CLOUDRM_DATA
-    run_dir: str = "~/.cache/cloudrm/runs/{task}-{variant}"
-    export_dir: str = "cloudrm/bundled_weights/{task_dir}/{variant}"
-    init_from: str | None = None              # weights folder to start from when no checkpoint exists
-    export_last: bool = False                 # export at every validation, not only when it improved
-    model: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
-    task_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 4e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    max_steps: int = 20_000                   # the cosine schedule's length
-    max_minutes: float | None = None          # stop this run (not the schedule) after this long
-    stop_at_step: int | None = None           # stop this run at this step (e.g. smoke runs, equal budgets)
-    ema_decay: float | None = 0.999
-    mixed_precision: str = "no"               # "bf16" on CPU, "fp16"/"bf16" on GPU
-    cpu: bool = False
-    num_workers: int = 0
-    threads: int | None = None                # torch threads per process (1 is best on a shared 2-core box)
-    seed: int = 0
-    log_every: int = 25
-    val_every: int = 500
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 1
-    grad_clip: float | None = 1.0
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
-        cfg = json.loads(Path(path).read_text())
-        cfg.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            from ..errors import ConfigError
-            raise ConfigError(f"{path}: unknown config keys {sorted(unknown)}")
-        return cls(**cfg)
-
-    def path(self, template: str, task_dir: str) -> Path:
-        """A run/export folder template with ``{task} {variant} {task_dir} {inr}`` filled in and ``~`` expanded."""
-        return Path(os.path.expanduser(template.format(task=self.task, variant=self.variant, task_dir=task_dir,
-                                                       inr=self.task_options.get("inr", ""))))
+from .config import TrainConfig
+from .tasks import make_task
 
 
 def _lr_lambda(cfg: TrainConfig, start: int = 0):
@@ -118,12 +75,6 @@ def plot_curve(log: list[dict], path: Path) -> None:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns the last validation numbers."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.training_utils import EMAModel
-
-    from .tasks import make_task
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task = make_task(cfg)
@@ -264,3 +215,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         plot_curve(log, run_dir / "loss_curve.png")
     accelerator.end_training()
     return last_val
+
+
+__all__ = ["TrainConfig", "train", "plot_curve"]  # TrainConfig lives in training.config

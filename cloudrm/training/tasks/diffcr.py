@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import sampling
-from ..methods.diffcr import diffcr_sample, train_alphas_cumprod
-from ..models.diffcr_unet import DiffCRUNet
-from .tasks import Task
+from ... import sampling
+from ...pipelines.diffcr import diffcr_sample, train_alphas_cumprod
+from ...models.diffcr_unet import DiffCRUNet
+from .base import Task
 
 
 class DiffCRTask(Task):

@@ -1,20 +1,43 @@
-"""What each model trains on and how: one small class per task, all run by :func:`loop.train`."""
+"""The base of every training task (run by :func:`cloudrm.training.loop.train`) and the one helper that
+averages validation scores per group."""
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .. import metrics, synth, weights
-from ..cloudbank import CloudBank
-from ..datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack,
+from ... import metrics, synth, weights
+from ...cloudbank import CloudBank
+from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack,
                         scene_folders, validation_pairs)
-from ..errors import ConfigError
-from .loop import TrainConfig
+from ...errors import ConfigError
+from ..config import TrainConfig
+
+
+#: decimals of each validation number (PSNR, NIQE, ...: 3)
+_DIGITS = {"ssim": 4, "recon_ssim": 4}
+
+
+def average_groups(groups: Mapping[str, Sequence[Mapping[str, float | None]]],
+                   key: Callable[[str], str] = lambda g: g.replace("/", "_"), main: str = "psnr") -> dict[str, float]:
+    """Validation scores per group of images -> ``{key(group)}_{name}`` (the group's mean; None = not measured,
+    a name never measured is left out) and ``{key(group)}_n``, plus ``psnr``: the mean over groups of each
+    group's mean ``main`` score (each group counts once), the number that picks the checkpoint that ships."""
+    res: dict[str, float] = {}
+    for g, rows in groups.items():
+        k = key(g)
+        for name in rows[0]:
+            vals = [r[name] for r in rows if r[name] is not None]
+            if vals:
+                res[f"{k}_{name}"] = round(float(np.mean(vals)), _DIGITS.get(name, 3))
+        res[f"{k}_n"] = len(rows)
+    if groups:
+        res["psnr"] = round(float(np.mean([np.mean([r[main] for r in rows]) for rows in groups.values()])), 3)
+    return res
 
 
 class Task:
@@ -118,27 +141,18 @@ class Task:
     def validate(self, model) -> dict[str, float]:
         if not hasattr(self, "_val"):
             self._val = self.val_items()
-        groups: dict[str, list[tuple[float, float]]] = {}
+        groups: dict[str, list[dict[str, float]]] = {}
         t0 = time.time()
         for it in self._val:
             out = self.predict(model, torch.from_numpy(it["dates"])).numpy()
-            groups.setdefault(it["group"], []).append((metrics.psnr(it["target"], out), metrics.ssim(it["target"], out)))
-        res: dict[str, float] = {}
-        for g, vals in groups.items():
-            key = g.replace("scenes:", "").replace("/", "_")
-            res[f"{key}_psnr"] = round(float(np.mean([v[0] for v in vals])), 3)
-            res[f"{key}_ssim"] = round(float(np.mean([v[1] for v in vals])), 4)
-            res[f"{key}_n"] = len(vals)
-        allv = [v for vals in groups.values() for v in vals]
-        if allv:
-            # the number that picks the shipped checkpoint: mean over groups (each group counts once)
-            res["psnr"] = round(float(np.mean([np.mean([v[0] for v in vals]) for vals in groups.values()])), 3)
+            groups.setdefault(it["group"], []).append({"psnr": metrics.psnr(it["target"], out),
+                                                       "ssim": metrics.ssim(it["target"], out)})
+        res = average_groups(groups, key=lambda g: g.replace("scenes:", "").replace("/", "_"))
         res["val_seconds"] = round(time.time() - t0, 1)
         return res
 
     def export(self, model, folder: Path, meta: dict[str, Any]) -> None:
         # fp16 storage keeps every shipped file under 10 MB; loading casts back to fp32
-        import copy
         copy.deepcopy(model).half().save_pretrained(str(folder / self.subfolder))
         info = weights.read_meta(folder) or {}
         info.update({"method": self.method, "variant": self.cfg.variant, "bands": ["B04", "B03", "B02"]})
@@ -154,40 +168,3 @@ class Task:
         if "initialised_from" in meta:
             comp[self.subfolder]["initialised_from"] = meta["initialised_from"]
         weights.write_meta(folder, info)
-
-
-class PixelCRTask(Task):
-    weights_dir, subfolder, method = "idfcr", "pixel_cr", "idf-cr"
-
-    def build_model(self):
-        from ..models.pixel_cr import PixelCR
-        return PixelCR(**self.cfg.model)
-
-    def loss(self, model, batch):
-        x = batch["dates"][:, 0]
-        out, maps = model(x)
-        l1 = F.l1_loss(out, batch["target"])
-        m = batch["mask"][:, None]
-        att = sum(F.mse_loss(a, F.adaptive_avg_pool2d(m, a.shape[-2:])) for a in maps) / len(maps)
-        return l1 + self.cfg.task_options.get("attention_weight", 0.05) * att
-
-    def predict(self, model, dates):
-        out, _ = model(dates[:1].to(next(model.parameters()).device))
-        return out[0].clamp(0, 1).cpu()
-
-
-def make_task(cfg: TrainConfig) -> Task:
-    tasks: dict[str, type[Task]] = {"pixel-cr": PixelCRTask}
-    try:
-        from .diffcr_task import DiffCRTask
-        tasks["diffcr"] = DiffCRTask
-    except ImportError:
-        pass
-    try:
-        from .idfcr_tasks import LATENT_TASKS
-        tasks.update(LATENT_TASKS)
-    except ImportError:
-        pass
-    if cfg.task not in tasks:
-        raise ConfigError(f"unknown training task '{cfg.task}' (use {', '.join(sorted(tasks))})")
-    return tasks[cfg.task](cfg)

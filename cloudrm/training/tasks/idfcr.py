@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,12 +34,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
-from .. import metrics, weights
-from ..datasets import Source, TrainMixture, augment, resize_to
-from ..errors import ConfigError, WeightsError
-from ..methods import idfcr as M
-from .tasks import Task
+from ... import metrics, weights
+from ...datasets import Source, TrainMixture, augment, resize_to
+from ...errors import ConfigError, WeightsError
+from ...models.blocks import pad_to_multiple
+from ...models.pixel_cr import PixelCR
+from ...pipelines import idfcr as M
+from ...pipelines.pixelcr import pixel_cr_forward
+from .base import Task, average_groups
 
 AE_DEFAULTS: dict[str, Any] = dict(
     in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
@@ -154,7 +159,7 @@ class LatentTask(Task):
         if cls.__name__ == "PixelCR":
             model = weights.load_model(cls, folder, name).float()
         else:
-            model = M.load_component(cls, folder, name, meta)
+            model = weights.load_component(cls, folder, name, meta)
         model.requires_grad_(False).eval()
         self.frozen[name] = model
         return model
@@ -240,8 +245,6 @@ class AutoencoderTask(LatentTask):
         return part == "decoder"
 
     def build_model(self):
-        from diffusers import AutoencoderKL
-
         vae = AutoencoderKL(**{**AE_DEFAULTS, **self.cfg.model})
         if self.decoder_only:
             vae.encoder.requires_grad_(False)
@@ -253,8 +256,6 @@ class AutoencoderTask(LatentTask):
         return _AEWithKL(vae)
 
     def load_init(self, model, folder: Path) -> dict[str, Any]:
-        from diffusers import AutoencoderKL
-
         src = weights.load_model(AutoencoderKL, folder, self.subfolder).float()
         model.vae.load_state_dict(src.state_dict())
         model.vae.register_to_config(scaling_factor=src.config.scaling_factor, shift_factor=src.config.shift_factor)
@@ -275,26 +276,20 @@ class AutoencoderTask(LatentTask):
     def reconstruct(self, vae, image: torch.Tensor) -> torch.Tensor:
         """(3,H,W) in [0,1] -> reconstruction through the posterior mean (what IDF-CR decodes)."""
         dev = next(vae.parameters()).device
-        x, (h, w) = M.pad_to_multiple(image[None].to(dev), M.vae_factor(vae))
+        x, (h, w) = pad_to_multiple(image[None].to(dev), M.vae_factor(vae))
         mean = vae.encode(x * 2 - 1).latent_dist.mean
         return ((vae.decode(mean).sample + 1) / 2).clamp(0, 1)[0, :, :h, :w].float().cpu()
 
     def validate(self, model) -> dict[str, float]:
         vae = _unwrap_vae(model)
         t0 = time.time()
-        groups: dict[str, list[tuple[float, float]]] = {}
+        groups: dict[str, list[dict[str, float]]] = {}
         for it in self.val_targets():
             tgt = it["target"]
             out = self.reconstruct(vae, torch.from_numpy(tgt)).numpy()
-            groups.setdefault(it["group"], []).append((metrics.psnr(tgt, out), metrics.ssim(tgt, out)))
-        res: dict[str, float] = {}
-        for g, vals in groups.items():
-            key = g.replace("/", "_")
-            res[f"{key}_recon_psnr"] = round(float(np.mean([v[0] for v in vals])), 3)
-            res[f"{key}_recon_ssim"] = round(float(np.mean([v[1] for v in vals])), 4)
-            res[f"{key}_n"] = len(vals)
-        if groups:
-            res["psnr"] = round(float(np.mean([np.mean([v[0] for v in vals]) for vals in groups.values()])), 3)
+            groups.setdefault(it["group"], []).append({"recon_psnr": metrics.psnr(tgt, out),
+                                                       "recon_ssim": metrics.ssim(tgt, out)})
+        res = average_groups(groups, main="recon_psnr")
         res["val_seconds"] = round(time.time() - t0, 1)
         return res
 
@@ -313,7 +308,7 @@ class AutoencoderTask(LatentTask):
         zs = []
         for i in range(0, len(imgs), 8):
             x = torch.stack(imgs[i:i + 8]).to(dev)
-            x, _ = M.pad_to_multiple(x, M.vae_factor(vae))
+            x, _ = pad_to_multiple(x, M.vae_factor(vae))
             zs.append(vae.encode(x * 2 - 1).latent_dist.mean.float().cpu())
         z = torch.cat(zs)
         return float(z.mean()), float(z.std())
@@ -343,8 +338,6 @@ class PriorTask(LatentTask):
     subfolder = "prior"
 
     def build_model(self):
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
         vae = self.load_frozen("vae", AutoencoderKL)
         sched = M.make_scheduler("ddpm")
         self.alphas_cumprod = sched.alphas_cumprod.float()
@@ -353,8 +346,6 @@ class PriorTask(LatentTask):
         return UNet2DConditionModel(**{**PRIOR_DEFAULTS, **self.cfg.model, "in_channels": c, "out_channels": c})
 
     def load_init(self, model, folder: Path) -> dict[str, Any]:
-        from diffusers import UNet2DConditionModel
-
         model.load_state_dict(weights.load_model(UNet2DConditionModel, folder, self.subfolder).float().state_dict())
         return self.done_before(folder)
 
@@ -378,7 +369,7 @@ class PriorTask(LatentTask):
         t0 = time.time()
         if not hasattr(self, "_val_latents"):
             items = self.val_targets()
-            self._val_latents = [(it["target"], M.encode(vae, M.pad_to_multiple(
+            self._val_latents = [(it["target"], M.encode(vae, pad_to_multiple(
                 torch.from_numpy(it["target"])[None].to(dev), M.vae_factor(vae) * M.unet_multiple(model))[0]))
                 for it in items]
         gen = torch.Generator().manual_seed(1234)
@@ -434,8 +425,6 @@ class ControlNetTask(LatentTask):
 
     def _check_run_dir(self) -> None:
         """One run folder per K: resuming a K=1 checkpoint as K=3 would silently break the equal budget."""
-        import json
-
         run_dir = self.cfg.path(self.cfg.run_dir, self.weights_dir)
         marker = run_dir / "inr.json"
         if marker.exists():
@@ -449,10 +438,6 @@ class ControlNetTask(LatentTask):
             marker.write_text(json.dumps({"inr": self.k}))
 
     def build_model(self):
-        from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-
-        from ..models.pixel_cr import PixelCR
-
         self.load_frozen("pixel_cr", PixelCR)
         vae = self.load_frozen("vae", AutoencoderKL)
         prior = self.load_frozen("prior", UNet2DConditionModel)
@@ -474,8 +459,6 @@ class ControlNetTask(LatentTask):
         """Start from ``init_from``'s ControlNet. Its step count is kept (give every K the same
         ``--stop-at-step`` = start steps + budget); a common start from another subfolder does not carry its
         validation score, so this K's first validation always exports."""
-        from diffusers import ControlNetModel
-
         name = self.init_subfolder
         if not (folder / name / "config.json").exists():
             raise ConfigError(f"{folder / name}: no ControlNet to start from")
@@ -525,8 +508,6 @@ class ControlNetTask(LatentTask):
         return losses[0]
 
     def predict(self, model, dates: torch.Tensor) -> torch.Tensor:
-        from ..methods.pixelcr import pixel_cr_forward
-
         dev = next(model.parameters()).device
         self.to_device(dev)
         opts = self.cfg.task_options
@@ -540,23 +521,13 @@ class ControlNetTask(LatentTask):
 
     def validate(self, model) -> dict[str, float]:
         t0 = time.time()
-        groups: dict[str, list[tuple[float, float, float | None]]] = {}
+        groups: dict[str, list[dict[str, float | None]]] = {}
         for it in self.val_targets():
             out = self.predict(model, torch.from_numpy(it["dates"])).numpy()
             nq = metrics.niqe(out) if self.cfg.task_options.get("val_niqe", True) else None
-            groups.setdefault(it["group"], []).append((metrics.psnr(it["target"], out),
-                                                       metrics.ssim(it["target"], out), nq))
-        res: dict[str, float] = {}
-        for g, vals in groups.items():
-            key = g.replace("/", "_")
-            res[f"{key}_psnr"] = round(float(np.mean([v[0] for v in vals])), 3)
-            res[f"{key}_ssim"] = round(float(np.mean([v[1] for v in vals])), 4)
-            nq = [v[2] for v in vals if v[2] is not None]
-            if nq:
-                res[f"{key}_niqe"] = round(float(np.mean(nq)), 3)
-            res[f"{key}_n"] = len(vals)
-        if groups:
-            res["psnr"] = round(float(np.mean([np.mean([v[0] for v in vals]) for vals in groups.values()])), 3)
+            groups.setdefault(it["group"], []).append({"psnr": metrics.psnr(it["target"], out),
+                                                       "ssim": metrics.ssim(it["target"], out), "niqe": nq})
+        res = average_groups(groups)
         res["val_seconds"] = round(time.time() - t0, 1)
         return res
 
@@ -568,7 +539,3 @@ class ControlNetTask(LatentTask):
                 "prior_fingerprint": _fingerprint(self.components_dir() / "prior"),
                 "validation_sampler": f"{opts.get('val_sampler', 'ddim')} {opts.get('val_steps', 10)} steps, "
                                       f"colour fix {M.color_fix_mode(opts.get('color_fix', True))}"}
-
-
-LATENT_TASKS: dict[str, type[Task]] = {"autoencoder": AutoencoderTask, "prior": PriorTask,
-                                       "controlnet": ControlNetTask}
