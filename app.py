@@ -1,28 +1,18 @@
 """cloudrm web app (Hugging Face Space): remove clouds from satellite images, compare methods side by side.
 
-Run ``python app.py`` (honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``). This file is layout and
-argument handling only; running methods, writing outputs and scoring live in :mod:`cloudrm.compare`.
+Run ``python app.py`` (honours ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``). Layout and argument handling
+only; running methods, writing outputs and scoring live in :mod:`cloudrm.compare` and :mod:`cloudrm.service`.
+Limits (the README repeats them): up to :data:`MAX_SIDE` px a side (sides over 512 px run tiled as in the CLI),
+20 MB uploads, 1-3 dates; one model job at a time, at most :data:`MAX_JOBS_PER_CLIENT` waiting per client (page
+loads, previews and sample picks never wait); results kept an hour, 512 MB in all (CLOUDRM_RESULTS_MB). Remote
+users pick bundled weights; folders and hub ids only with ``CLOUDRM_ALLOW_WEIGHTS_PATHS=1``.
 
-Limits (the README repeats them): images up to :data:`MAX_SIDE` = 1024 px a side (larger ones are refused;
-the CLI tiles any size), sides over 512 px run tiled as in the CLI; uploads up to 20 MB; 1-3 dates. One model
-job runs at a time; each client may have at most :data:`MAX_JOBS_PER_CLIENT` jobs waiting. Page loads,
-previews and sample picks never wait in that queue. Results are kept an hour, 512 MB in all (CLOUDRM_RESULTS_MB).
-Remote users pick bundled weights variants; weights folders and hub repo ids only when the operator sets
-``CLOUDRM_ALLOW_WEIGHTS_PATHS=1``.
-
-Public API, one method per call (``gradio_client``)::
-
-    from gradio_client import Client, handle_file
-    client = Client("http://127.0.0.1:7860/")
-    png, metrics, geotiff = client.predict(images=[handle_file("cloudy.png")], method="median", weights=None,
-                                           sampler=None, steps=None, inr=None, seed=0,
-                                           reference=handle_file("clear.png"), api_name="/remove_clouds")
-
-``png`` is what ``python -m cloudrm remove`` writes (bit for bit for deterministic methods); ``metrics`` has
-``psnr``, ``ssim``, ``rmse`` (null without a reference), ``niqe``, ``brisque`` and ``seconds``; ``geotiff`` is
-the georeferenced output for a GeoTIFF input (else null). Every other event is private.
-
-Nothing loads a model or touches the network at import, except on ZeroGPU (``SPACES_ZERO_GPU`` set).
+Public API (``gradio_client``): ``png, metrics = client.predict(images=[handle_file("cloudy.png")],
+method="median", weights=None, sampler=None, steps=None, inr=None, seed=0, reference=handle_file("clear.png"),
+api_name="/remove_clouds")``. ``png`` is what ``python -m cloudrm remove`` writes (bit for bit for deterministic
+methods); ``metrics``: ``psnr``, ``ssim``, ``rmse`` (null without a reference), ``niqe``, ``brisque``,
+``seconds``. ``/remove_clouds_geotiff`` adds a third output, the GeoTIFF for a GeoTIFF input (else null).
+Every other event is private. Nothing loads a model or touches the network at import, except on ZeroGPU.
 """
 from __future__ import annotations
 
@@ -212,6 +202,13 @@ def about_markdown() -> str:
 @_gpu
 def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, inr=None, seed=0, reference=None,
                       progress=gr.Progress()):
+    """The output PNG and the metrics of one method on 1-3 dates (parameters: see remove_clouds_geotiff)."""
+    return _remove(images, method, weights, sampler, steps, inr, seed, reference, progress)[:2]
+
+
+@_gpu
+def api_remove_clouds_geotiff(images, method, weights=None, sampler=None, steps=None, inr=None, seed=0,
+                              reference=None, progress=gr.Progress()):
     """Remove clouds from 1-3 dates of one place with one method.
 
     Parameters:
@@ -227,6 +224,9 @@ def api_remove_clouds(images, method, weights=None, sampler=None, steps=None, in
         The output PNG (what `python -m cloudrm remove` writes), the metrics psnr, ssim, rmse, niqe, brisque,
         seconds (null where not computable), and the georeferenced GeoTIFF output for a GeoTIFF input (else null).
     """
+    return _remove(images, method, weights, sampler, steps, inr, seed, reference, progress)
+
+def _remove(images, method, weights, sampler, steps, inr, seed, reference, progress):
     with _user_errors():  # options first: no file is touched and no user text is echoed when they are wrong
         svc.check_choice(method, METHODS, "method")
         svc.parse_options(sampler, steps, inr), svc.parse_seed(seed), svc.weights_spec("diffcr", weights)
@@ -415,11 +415,12 @@ def build_demo() -> gr.Blocks:
                       gr.Number(value=None, precision=0, label="steps"), gr.Number(value=None, precision=0, label="inr"),
                       gr.Number(value=0, precision=0, label="seed"),
                       gr.File(file_types=FILE_TYPES, type="filepath", label="reference")]
-            api_out = [gr.Image(type="filepath", format="png", label="output"), gr.JSON(label="metrics"),
-                       gr.File(label="geotiff")]
-            api_button = gr.Button("api")
+            api_out = [gr.Image(type="filepath", format="png", label="output"), gr.JSON(label="metrics")]
+            api_button, api_geo_button = gr.Button("api"), gr.Button("api-geotiff")
         api_button.click(api_remove_clouds, api_in, api_out, api_name="remove_clouds", concurrency_id="model",
                          concurrency_limit=1)
+        api_geo_button.click(api_remove_clouds_geotiff, api_in, api_out + [gr.File(label="geotiff", visible=False)],
+                             api_name="remove_clouds_geotiff", concurrency_id="model", concurrency_limit=1)
         run.click(run_compare,
                   [dates, reference, methods, diffcr_sampler, diffcr_steps, idf_sampler, idf_steps, inr, variant,
                    seed, unc_samples, bands, slider_method],

@@ -45,19 +45,23 @@ def tiny(tmp_path_factory):
 
 
 def _predict(client, images, method="identity", **kw):
-    """(output PNG, metrics) of the public endpoint; its third output (GeoTIFF or None) is checked separately."""
-    return _predict3(client, images, method, **kw)[:2]
+    """(output PNG, metrics): the /remove_clouds contract, exactly two outputs."""
+    return client.predict(images=[handle_file(str(p)) for p in images], method=method, api_name="/remove_clouds", **kw)
 
 
 def _predict3(client, images, method="identity", **kw):
-    return client.predict(images=[handle_file(str(p)) for p in images], method=method, api_name="/remove_clouds", **kw)
+    """/remove_clouds_geotiff: the same, plus the GeoTIFF output (or None)."""
+    return client.predict(images=[handle_file(str(p)) for p in images], method=method,
+                          api_name="/remove_clouds_geotiff", **kw)
 
 
 def test_api_lists_one_public_endpoint(client):
     info = client.view_api(return_format="dict", print_info=False)
-    assert list(info["named_endpoints"]) == ["/remove_clouds"]
-    params = [p["parameter_name"] for p in info["named_endpoints"]["/remove_clouds"]["parameters"]]
-    assert params == ["images", "method", "weights", "sampler", "steps", "inr", "seed", "reference"]
+    assert list(info["named_endpoints"]) == ["/remove_clouds", "/remove_clouds_geotiff"]
+    for name in ("/remove_clouds", "/remove_clouds_geotiff"):
+        params = [p["parameter_name"] for p in info["named_endpoints"][name]["parameters"]]
+        assert params == ["images", "method", "weights", "sampler", "steps", "inr", "seed", "reference"]
+    assert len(info["named_endpoints"]["/remove_clouds"]["returns"]) == 2
     assert not info["unnamed_endpoints"]
 
 
