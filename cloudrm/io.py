@@ -402,6 +402,8 @@ def _atomic_target(path: Path) -> Path:
 def check_output_path(path: str | os.PathLike) -> Path:
     """Validate an output path before any work is done (extension, folder exists and is writable)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; name an output file (.png, .tif or .tiff)")
     if p.suffix.lower() not in (".png", ".tif", ".tiff"):
         raise ConfigError(f"{p}: unsupported output type '{p.suffix}' (use .png, .tif or .tiff)")
     parent = p.parent if str(p.parent) else Path(".")

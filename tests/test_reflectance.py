@@ -73,3 +73,13 @@ def test_sentinel2_geotiff_picks_the_sen2_weights(tmp_path):
     png = tmp_path / "x.png"
     io.write_image(png, np.zeros((3, 16, 16), np.float32))
     assert dates.is_sentinel2(src) and not dates.is_sentinel2(png)
+
+
+def test_output_path_that_is_a_folder_is_refused_by_the_python_api(tmp_path):
+    from cloudrm.errors import CloudRMError
+
+    (tmp_path / "out.png").mkdir()
+    img = tmp_path / "in.png"
+    io.write_image(img, np.full((3, 32, 32), 0.5, np.float32))
+    with pytest.raises(CloudRMError, match="is a folder"):
+        api.remove_clouds([str(img)], str(tmp_path / "out.png"), method="identity")
