@@ -112,7 +112,19 @@ def test_sample_registry_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("CLOUDRM_SAMPLES_REPO", "cloudrm/does-not-exist")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     found = samples.list_samples()
+    # without data or hub: the committed real Sentinel-2 samples, 1-date and 3-date
+    assert {s.group for s in found} == {"Sentinel-2"}
+    assert all(s.source.startswith("built-in") for s in found)
+    assert any("unavailable" in n for n in samples.notices())
+    assert {len(s.dates) for s in found} == {1, 3}
+
+
+def test_synthetic_samples_remain_the_fallback(monkeypatch, tmp_path):
+    from cloudrm import samples
+
+    monkeypatch.setenv("CLOUDRM_CACHE", str(tmp_path))
+    monkeypatch.setattr(samples, "ASSET_SAMPLES", tmp_path / "absent")
+    found = samples.builtin_samples()
     assert {s.group for s in found} == {"RICE1", "RICE2", "Sentinel-2"}
     assert all(s.source == "built-in" for s in found)
-    assert any("unavailable" in n for n in samples.notices())
     assert len(next(s for s in found if s.group == "Sentinel-2").dates) == 3
