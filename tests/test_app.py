@@ -160,7 +160,7 @@ def test_eight_concurrent_jobs_no_cross_talk(client, tmp_path):
     done = 0
     for p, job in zip(images, jobs):
         try:
-            out, met, _ = job.result(timeout=60)
+            out, met = job.result(timeout=60)
         except (QueueError, AppError) as exc:
             assert "queue is full" in str(exc).lower(), exc
             continue
