@@ -125,7 +125,7 @@ def test_weights_spec_for_a_variant_choice(monkeypatch):
 
     assert weights.spec_for("pixel-cr", "rice1") == "rice1"
     assert weights.spec_for("pixel-cr", "rice2") is None            # the default variant: no spec
-    assert weights.spec_for("pixel-cr", "sen2") is None              # no sen2 Pixel-CR: its default
+    assert weights.spec_for("pixel-cr", "sen2") == "sen2"            # trained on real Sentinel-2 clouds
     assert weights.spec_for("diffcr", "rice1") == "rice2"            # no rice1 DiffCR: the closest
     assert weights.spec_for("diffcr", "owner/repo@v1") == "owner/repo@v1"
     assert weights.spec_for("median", "rice1") is None
