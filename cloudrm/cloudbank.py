@@ -123,11 +123,7 @@ def read_pair(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     cloudy = next(p for p in sorted(folder.glob("cloudy_*")) if p.suffix.lower() in io.IMAGE_EXTS)
     clear = next(p for p in sorted(folder.glob("clear.*")) if p.suffix.lower() in io.IMAGE_EXTS)
     mpath = next((p for p in sorted(folder.glob("mask.*")) if p.suffix.lower() in io.IMAGE_EXTS), None)
-    mask = None
-    if mpath is not None:
-        import rasterio
-        with rasterio.open(mpath) as src:
-            mask = (src.read(1) > 0).astype(np.float32)
+    mask = None if mpath is None else (io.read_image(mpath).data[0] > 0).astype(np.float32)
     return linear(io.read_image(cloudy)), linear(io.read_image(clear)), mask
 
 
