@@ -46,6 +46,27 @@ def test_train_resume_export(tmp_path, task, cfg, sub):
 
 
 @pytest.mark.slow
+def test_resume_with_other_validation_data_ships_again(tmp_path):
+    """A best score measured on other validation data is not comparable: after the config's ``val`` changes, the
+    resumed run's first validation exports (here the new group is every pair of a folder, ``pairs:``)."""
+    need("RICE1")
+    run_dir, exp = tmp_path / "run", tmp_path / "exp"
+    _train("pixel-cr", "pixel-cr-smoke.json", run_dir, exp, 4)
+    state = json.loads((run_dir / "checkpoint-4" / "cloudrm_state.json").read_text())
+    state["best"] = 99.0  # whatever the old validation scored, no new score would beat it
+    (run_dir / "checkpoint-4" / "cloudrm_state.json").write_text(json.dumps(state))
+    base = json.loads((CONFIGS / "pixel-cr-smoke.json").read_text())
+    cfg = tmp_path / "other-val.json"
+    cfg.write_text(json.dumps({**base, "data": {**base["data"], "val": ["pairs:RICE1"], "val_limit": 3}}))
+    r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg), "--stop-at-step",
+                        "8", "--run-dir", str(run_dir), "--export-dir", str(exp)],
+                       capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((exp / "cloudrm.json").read_text())["components"]["pixel_cr"]
+    assert meta["trained_steps"] == 8 and meta["validation"]["pairs:RICE1_n"] == 3
+
+
+@pytest.mark.slow
 def test_init_from_weights_same_or_other_variant(tmp_path):
     """init_from (no checkpoint yet): the same variant's weights continue their step count; another variant's
     (e.g. sen2 -> rice2) start a new run from them, recorded in the metadata. bf16 autocast on the CPU."""

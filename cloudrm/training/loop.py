@@ -118,6 +118,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         inner = getattr(scheduler, "scheduler", scheduler)  # the LR curve's offset is not in the state dict
         inner.lr_lambdas = [_lr_lambda(cfg, state.get("lr_start", 0))]
         accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
+        if state.get("val_spec") != cfg.data.get("val"):  # a best score on other validation data is not comparable
+            state["best"] = -1.0
+    state["val_spec"] = cfg.data.get("val")
 
     def save_checkpoint() -> None:
         accelerator.wait_for_everyone()

@@ -117,6 +117,11 @@ class Task:
                         if n.startswith("s2stacks:"):
                             it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
                         items.append(dict(it, group=n))
+            elif n.startswith("pairs:"):
+                # every pair of a cloud/label folder that no training source reads (e.g. Sen2_MTC_New_val128)
+                p = self.root / n.split(":", 1)[1]
+                if p.is_dir():
+                    items += [dict(it, group=n) for it in iter_eval_items(p, "rice")]
             elif n.startswith("synth:"):
                 # a RICE validation split's clear labels under fixed procedural thick clouds with saturated
                 # (display 1.0) cores: what a model must not paint over in colours of neither input nor ground
