@@ -35,6 +35,7 @@ class CloudConfig:
     shadow_darkness: tuple[float, float] = (0.45, 0.85)
     max_shadow_offset: float = 0.15   # of the image side
     date_gain: float = 0.06           # +- relative change of the clear ground between dates
+    p_all_dates: float = 0.0          # a stack has clouds over >= 15 % of every date (real cloudy series)
 
     @classmethod
     def from_options(cls, options: dict | None) -> "CloudConfig":
@@ -158,6 +159,8 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
     stays ``clear``. At least one date always has clouds so no date is a free copy of the target.
     """
     to_display = to_display or (lambda a: np.clip(a, 0.0, 1.0))
+    # drawn only when enabled, so configs without it keep their random stream
+    all_cloudy = n_dates > 1 and cfg.p_all_dates > 0 and rng.random() < cfg.p_all_dates
     dates, masks = [], []
     for i in range(n_dates):
         ground = date_change(clear, rng, cfg.date_gain) if n_dates > 1 else clear
@@ -168,6 +171,9 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
             cloudy, m = add_clouds(to_display(ground), rng, cfg)
         if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
             cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=rng.uniform(0.2, 0.7))
+        elif all_cloudy and m.mean() < 0.15:  # more clouds over this date's (light) layer
+            cloudy, m2 = add_clouds(cloudy, rng, cfg, coverage=rng.uniform(0.2, 0.7))
+            m = np.maximum(m, m2)
         dates.append(cloudy.astype(np.float32))
         masks.append(m)
     return np.stack(dates), np.stack(masks)

@@ -67,6 +67,23 @@ def test_synthetic_clouds_deterministic_and_masked():
     assert diff[cloudy_px].mean() > diff[clear_px].mean()
 
 
+def test_all_dates_cloudy_option():
+    """``p_all_dates``: every date of a stack is cloudy (as in a real 3-date cloudy series); by default a later
+    date may come out (almost) clear."""
+    clear = synth.demo_scene(1, 64)
+
+    def least_cloudy(cfg):
+        return min(synth.multi_temporal(clear, 3, np.random.default_rng(s), cfg)[1].mean((1, 2)).min()
+                   for s in range(12))
+
+    assert least_cloudy(synth.CloudConfig()) < 0.02
+    assert least_cloudy(synth.CloudConfig(p_all_dates=1.0)) > 0.04
+    # off by default, and off keeps the generator's random stream
+    d0 = synth.multi_temporal(clear, 3, np.random.default_rng(3))[0]
+    np.testing.assert_array_equal(d0, synth.multi_temporal(clear, 3, np.random.default_rng(3),
+                                                           synth.CloudConfig(p_all_dates=0.0))[0])
+
+
 def test_generator_components():
     rng = np.random.default_rng(0)
     clear = np.full((3, 64, 64), 0.3, np.float32)
