@@ -214,7 +214,8 @@ class TrainMixture(Dataset):
 
     def __init__(self, root: str | os.PathLike, source: Source, crop: int = 128, p_real: float = 0.5,
                  dates: tuple[int, int] = (1, 1), length: int = 10_000, seed: int = 0,
-                 cloud_cfg: synth.CloudConfig = synth.CloudConfig(), p_bank: float = 0.5, p_s2: float = 0.5):
+                 cloud_cfg: synth.CloudConfig = synth.CloudConfig(), p_bank: float = 0.5, p_s2: float = 0.5,
+                 bank: "cloudbank.CloudBank | None" = None):
         self.root, self.crop, self.p_real, self.dates, self.length, self.seed = Path(root), crop, p_real, dates, length, seed
         self.cloud_cfg, self.p_bank, self.p_s2 = cloud_cfg, p_bank, p_s2
         self.epoch = 0
@@ -242,8 +243,7 @@ class TrainMixture(Dataset):
                     self.pairs.append((_load_u8(dates_[0]), _load_u8(clear)))
         for spec in source.s2_clear:
             self.s2_clear += self._load_s2_clear(self.root / spec)
-        self.bank = cloudbank.CloudBank.from_folders([self.root / b for b in source.bank],
-                                                     keep=lambda n: not s2_is_validation(n)) if source.bank else None
+        self.bank = bank if bank is not None else train_bank(self.root, source.bank)
         if not (self.pairs or self.clear or self.stacks or self.s2_clear):
             raise InputError(f"{root}: no training images found for {source}")
 
@@ -310,6 +310,13 @@ class TrainMixture(Dataset):
         full[:n] = dates[:n]
         return {"dates": torch.from_numpy(full), "n_dates": n, "target": torch.from_numpy(target.astype(np.float32)),
                 "mask": torch.from_numpy(mask.astype(np.float32))}
+
+
+def train_bank(root: str | os.PathLike, folders: Sequence[str]) -> "cloudbank.CloudBank | None":
+    """The real cloud layers of the training regions of the SEN12MS-CR ``folders`` under ``root`` (None: no folders)."""
+    if not folders:
+        return None
+    return cloudbank.CloudBank.from_folders([Path(root) / f for f in folders], keep=lambda n: not s2_is_validation(n))
 
 
 def real_cloud_mask(cloudy: np.ndarray, label: np.ndarray, threshold: float = 0.04) -> np.ndarray:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-from cloudrm import cloudbank, datasets, io
+from cloudrm import datasets, io
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "samples"
 #: (folder under SEN12MS-CR, sample name, dates): validation regions / validation masked ids only
@@ -40,8 +40,7 @@ def main() -> int:
         print("error: set CLOUDRM_DATA to a data root with SEN12MS-CR/", file=sys.stderr)
         return 2
     s2 = root / "SEN12MS-CR"
-    bank = cloudbank.CloudBank.from_folders([s2 / "pairs", s2 / "masked"],
-                                            keep=lambda n: not datasets.s2_is_validation(n))
+    bank = datasets.train_bank(s2, ["pairs", "masked"])
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)

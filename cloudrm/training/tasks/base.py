@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from ... import metrics, synth, weights
-from ...cloudbank import CloudBank
-from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack,
+from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack, train_bank,
                         scene_folders, validation_pairs)
 from ...errors import ConfigError
 from ..config import TrainConfig
@@ -76,7 +75,8 @@ class Task:
                                               s2_clear=d.get("s2_clear", ()), bank=d.get("bank", ())),
                             crop=d.get("crop", 128), p_real=d.get("p_real", 0.5),
                             dates=tuple(d.get("dates", (1, 1))), length=d.get("length", 100_000), seed=self.cfg.seed,
-                            cloud_cfg=self.cloud_config(), p_bank=d.get("p_bank", 0.5), p_s2=d.get("p_s2", 0.5))
+                            cloud_cfg=self.cloud_config(), p_bank=d.get("p_bank", 0.5), p_s2=d.get("p_s2", 0.5),
+                            bank=self._stack_bank())
 
     def cloud_config(self) -> synth.CloudConfig:
         """The synthetic-cloud generator's settings: ``data.clouds`` over the defaults."""
@@ -135,9 +135,9 @@ class Task:
         return items[:limit] if limit else items
 
     def _stack_bank(self):
+        """The config's cloud bank, built once: the training data and the validation stacks share it."""
         if not hasattr(self, "_bank"):
-            banks = [self.root / b for b in self.cfg.data.get("bank", ())]
-            self._bank = CloudBank.from_folders(banks, keep=lambda name: not s2_is_validation(name))
+            self._bank = train_bank(self.root, self.cfg.data.get("bank", ()))
         return self._bank
 
     def predict(self, model, dates: torch.Tensor) -> torch.Tensor:
