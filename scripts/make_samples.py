@@ -24,7 +24,7 @@ CHOICE = [
     ("pairs/ROIs1868_summer_102_p500", "Sentinel-2 haze over fields (summer)", 1),
     ("masked/4438", "Sentinel-2 cumulus over fields", 1),
     ("masked/4294", "Sentinel-2 thick cumulus over a town", 1),
-    ("pairs/ROIs1970_fall_148_p521", "Sentinel-2 haze band over the sea (autumn)", 1),
+    ("pairs/ROIs2017_winter_102_p926", "Sentinel-2 haze over fields (winter)", 1),
     ("masked/4438", "Sentinel-2 cumulus, 3 dates", 3),
     ("pairs/ROIs1868_summer_102_p500", "Sentinel-2 haze, 3 dates", 3),
 ]
