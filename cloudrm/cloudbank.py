@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from . import io
+from . import io, metrics
 
 #: Where the linear (reflectance x gain) value of a default cloud body lies when a pair has no thick cloud.
 DEFAULT_AIRLIGHT = np.array([2.4, 2.45, 2.6], np.float32)
@@ -97,18 +97,13 @@ def estimate(cloudy: np.ndarray, clear: np.ndarray, mask: np.ndarray | None = No
         t = gaussian_filter(t, smooth)
         s = gaussian_filter(s, smooth * 2)
     layer = CloudLayer(name, t.astype(np.float16), s.astype(np.float16), a.astype(np.float32))
-    layer.fit_psnr = _psnr(io.tone(apply(clear, t, s, a)), io.tone(cloudy))
+    layer.fit_psnr = metrics.psnr(io.tone(cloudy), io.tone(apply(clear, t, s, a)), quantise=False)
     return layer
 
 
 def reproduce(layer: CloudLayer, clear: np.ndarray) -> np.ndarray:
     """The layer applied to (linear) ``clear``: linear values."""
     return apply(clear, layer.transmission.astype(np.float32), layer.shade.astype(np.float32), layer.airlight)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
-    return 10 * np.log10(1.0 / max(mse, 1e-10))
 
 
 def region(name: str) -> str:

@@ -36,16 +36,18 @@ def as_uint8_float(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(_prep(x), 0, 1) * 255) / 255
 
 
-def _pair(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ref, out = _prep(ref), as_uint8_float(out)
+def _pair(ref: np.ndarray, out: np.ndarray, quantise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    ref, out = _prep(ref), (as_uint8_float(out) if quantise else np.clip(_prep(out), 0, 1))
     if ref.shape != out.shape:
         raise ValueError(f"reference {ref.shape} and output {out.shape} differ in shape")
     return np.clip(ref, 0, 1), out
 
 
-def psnr(ref: np.ndarray, out: np.ndarray) -> float:
-    """PSNR in dB, data range 1 (skimage ``peak_signal_noise_ratio`` on the same arrays)."""
-    ref, out = _pair(ref, out)
+def psnr(ref: np.ndarray, out: np.ndarray, quantise: bool = True) -> float:
+    """PSNR in dB, data range 1 (skimage ``peak_signal_noise_ratio`` on the same arrays). The output is
+    quantised to 8 bits first, as a saved PNG would be; ``quantise=False`` scores float arrays as they are
+    (fits of a model, e.g. the cloud bank's layers)."""
+    ref, out = _pair(ref, out, quantise)
     mse = float(np.mean((ref - out) ** 2))
     return PSNR_CAP if mse == 0 else min(PSNR_CAP, float(10 * np.log10(1.0 / mse)))
 

@@ -326,7 +326,7 @@ else:
         cloudy_lin, clear_lin, mask = cloudbank.read_pair(f)
         lay = cloudbank.estimate(cloudy_lin, clear_lin, mask, name=f.name)
         layers.append(lay)
-        ident = cloudbank._psnr(cloudrm.io.tone(clear_lin), cloudrm.io.tone(cloudy_lin))
+        ident = cloudrm.metrics.psnr(cloudrm.io.tone(cloudy_lin), cloudrm.io.tone(clear_lin), quantise=False)
         rows.append([cloudrm.io.tone(clear_lin), cloudrm.io.tone(cloudy_lin),
                      (lay.transmission.astype(float), {"cbar": "t"}), (lay.shade.astype(float), {"cbar": "s"}),
                      cloudrm.io.tone(cloudbank.reproduce(lay, clear_lin))])
