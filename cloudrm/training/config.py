@@ -13,6 +13,11 @@ from typing import Any
 from ..errors import ConfigError
 
 
+def val_spec(data: dict[str, Any]) -> dict[str, Any]:
+    """What a validation score was measured on (a config's ``data``): scores on different specs are not compared."""
+    return {"val": data.get("val"), "val_limit": data.get("val_limit")}
+
+
 @dataclass
 class TrainConfig:
     task: str = "pixel-cr"

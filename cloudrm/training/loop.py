@@ -27,7 +27,7 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from .. import weights
-from .config import TrainConfig
+from .config import TrainConfig, val_spec
 from .tasks import make_task
 
 
@@ -118,9 +118,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         inner = getattr(scheduler, "scheduler", scheduler)  # the LR curve's offset is not in the state dict
         inner.lr_lambdas = [_lr_lambda(cfg, state.get("lr_start", 0))]
         accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
-        if state.get("val_spec") != cfg.data.get("val"):  # a best score on other validation data is not comparable
+        if state.get("val_spec") != val_spec(cfg.data):  # a best score on other validation data is not comparable
             state["best"] = -1.0
-    state["val_spec"] = cfg.data.get("val")
+    state["val_spec"] = val_spec(cfg.data)
 
     def save_checkpoint() -> None:
         accelerator.wait_for_everyone()

@@ -14,7 +14,7 @@ from ... import metrics, synth, weights
 from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack, train_bank,
                         scene_folders, validation_pairs)
 from ...errors import ConfigError
-from ..config import TrainConfig
+from ..config import TrainConfig, val_spec
 
 
 #: decimals of each validation number (PSNR, NIQE, ...: 3)
@@ -63,7 +63,7 @@ class Task:
         model.load_state_dict(src.state_dict())
         info = (weights.read_meta(folder).get("components") or {}).get(self.subfolder, {})
         # a best score measured on other validation data is not comparable: the first validation then ships
-        same_val = (info.get("training_data") or {}).get("val") == self.cfg.data.get("val")
+        same_val = val_spec(info.get("training_data") or {}) == val_spec(self.cfg.data)
         return {"step": int(info.get("trained_steps", 0)), "seconds": 60.0 * float(info.get("train_minutes", 0.0)),
                 "best": float((info.get("validation") or {}).get("psnr", -1.0)) if same_val else -1.0}
 
