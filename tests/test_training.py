@@ -67,6 +67,24 @@ def test_resume_with_other_validation_data_ships_again(tmp_path):
 
 
 @pytest.mark.slow
+def test_validation_below_a_floor_never_ships(tmp_path):
+    """``val_floor``: a validation under any floor is not exported, however high its mean (e.g. a fine-tune for
+    saturated clouds must keep its RICE2 score); the same run without the floor exports."""
+    need("RICE1")
+    base = json.loads((CONFIGS / "pixel-cr-smoke.json").read_text())
+    for name, floor, ships in (("floored", {"psnr": 999.0}, False), ("free", {}, True)):
+        cfg = tmp_path / f"{name}.json"
+        cfg.write_text(json.dumps({**base, "val_floor": floor}))
+        exp = tmp_path / f"exp-{name}"
+        r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg),
+                            "--stop-at-step", "2", "--run-dir", str(tmp_path / f"run-{name}"), "--export-dir", str(exp)],
+                           capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "val_psnr" in r.stdout + r.stderr                 # it validated either way
+        assert (exp / "cloudrm.json").exists() == ships
+
+
+@pytest.mark.slow
 def test_init_from_weights_same_or_other_variant(tmp_path):
     """init_from (no checkpoint yet): the same variant's weights continue their step count; another variant's
     (e.g. sen2 -> rice2) start a new run from them, recorded in the metadata. bf16 autocast on the CPU."""

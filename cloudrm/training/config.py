@@ -27,6 +27,8 @@ class TrainConfig:
     export_dir: str = "cloudrm/bundled_weights/{task_dir}/{variant}"
     init_from: str | None = None              # weights folder to start from when no checkpoint exists
     export_last: bool = False                 # export at every validation, not only when it improved
+    val_floor: dict[str, float] = field(default_factory=dict)  # e.g. {"RICE2_psnr": 34.5}: a validation below
+                                              # any floor never ships, however high its mean
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)

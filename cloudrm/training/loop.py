@@ -197,7 +197,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 last_val = validate() if accelerator.is_main_process else {}
                 log.append({"step": state["step"], **{f"val_{k}": v for k, v in last_val.items()}})
                 accelerator.print(json.dumps(log[-1]), flush=True)
-                improved = last_val.get("psnr", 0.0) > state.get("best", -1.0)
+                improved = (last_val.get("psnr", 0.0) > state.get("best", -1.0)
+                            and all(last_val.get(k, -1.0) >= v for k, v in cfg.val_floor.items()))
                 if cfg.export_last:  # e.g. ControlNets compared at an equal budget: the last one ships
                     improved = bool(last_val)
                 if improved:  # the best validation so far is what ships
