@@ -266,6 +266,12 @@ def pick_slider(choice, state):
     return (state["before"], state["outputs"][choice])
 
 
+def pick_quality(choice):
+    """The steps sliders for a speed/detail preset (``svc.QUALITY_PRESETS``; an unknown choice: the defaults)."""
+    steps = svc.QUALITY_PRESETS.get(choice, svc.QUALITY_PRESETS["default"])
+    return gr.update(value=steps["diffcr"]), gr.update(value=steps["idf-cr"])
+
+
 def check_uploads(files, reference):
     """As soon as files arrive: thumbnails of the dates and one line saying what is wrong (or what was read)."""
     paths, ref = _file_paths(files), _file_paths(reference)
@@ -351,6 +357,9 @@ def build_demo() -> gr.Blocks:
                         methods = gr.CheckboxGroup(choices=["identity", "median"], value=["median"],
                                                    label="Methods to compare", elem_id="methods")
                         methods_note = gr.Markdown(elem_id="methods_note")
+                        quality = gr.Radio([("Fast", "fast"), ("Default", "default"), ("Detailed", "detailed")],
+                                           value="default", label="Speed or detail (sets the DiffCR and IDF-CR "
+                                           "steps under Advanced settings)", elem_id="quality")
                         with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
                             with gr.Row():
                                 diffcr_sampler = gr.Radio(SAMPLERS, value="dpmpp", label="DiffCR sampler",
@@ -429,6 +438,7 @@ def build_demo() -> gr.Blocks:
         # everything else answers at once, outside the model queue
         fast = dict(api_visibility="private", queue=False, show_progress="hidden")
         slider_method.change(pick_slider, [slider_method, state], slider, **fast)
+        quality.change(pick_quality, quality, [diffcr_steps, idf_steps], **fast)
         for trigger in (dates.change, reference.change):
             trigger(check_uploads, [dates, reference], [input_preview, input_status], **fast)
         for g, gal in zip(GROUP_KEYS, sample_galleries):

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import io, weights as weights_mod
 from .errors import ConfigError, InputError, WeightsError, one_line
-from .methods import METHODS, load_method
+from .methods import METHODS, load_method, method_class
 from .methods.base import SEED_MAX, check_seed
 from .sampling import MAX_STEPS, SAMPLERS
 
@@ -34,6 +34,15 @@ UNUSABLE_WEIGHTS = "weights: not a usable cloudrm weights folder or hub repo id 
 GROUP_METHODS = {"RICE1": ("pixel-cr", "idf-cr"), "RICE2": ("pixel-cr", "diffcr"),
                  "Sentinel-2": ("median", "diffcr")}
 UPLOAD_METHODS = ("pixel-cr", "diffcr")
+#: The app's speed/quality presets: sampler steps per method. From the quality-vs-steps curve on the real
+#: Sentinel-2 validation regions (notebook 04, section 5; README "Real Sentinel-2 clouds"): diffcr's one step
+#: scores best on single real dates and has the lowest NIQE, its 50 steps best on 3-date stacks; idf-cr's PSNR is
+#: flat from 5 to 50 steps and 10 steps cost a fifth. "default" is each method's own default (the contract's).
+QUALITY_PRESETS: dict[str, dict[str, int]] = {
+    "fast": {"diffcr": 1, "idf-cr": 10},
+    "default": {m: method_class(m).default_steps for m in ("diffcr", "idf-cr")},
+    "detailed": {"diffcr": MAX_STEPS, "idf-cr": MAX_STEPS},
+}
 
 
 # ----------------------------------------------------------------------------------------------- options

@@ -397,6 +397,14 @@ def test_sample_presets_follow_the_group():
     assert preset_methods("RICE1", ["identity", "median"]) == ["median"]
 
 
+def test_quality_presets_set_the_steps(server):
+    """Fast / Default / Detailed set both steps sliders; Default is each method's own default steps."""
+    app = server[0]
+    for choice, want in (("fast", (1, 10)), ("default", (20, 50)), ("detailed", (50, 50)), ("bogus", (20, 50))):
+        diffcr, idf = app.pick_quality(choice)
+        assert (diffcr["value"], idf["value"]) == want, choice
+
+
 def test_settings_wording():
     from cloudrm.compare import settings_text
 
