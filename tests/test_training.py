@@ -58,10 +58,7 @@ def test_resume_with_other_validation_data_ships_again(tmp_path):
     base = json.loads((CONFIGS / "pixel-cr-smoke.json").read_text())
     cfg = tmp_path / "other-val.json"
     cfg.write_text(json.dumps({**base, "data": {**base["data"], "val": ["pairs:RICE1"], "val_limit": 3}}))
-    r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg), "--stop-at-step",
-                        "8", "--run-dir", str(run_dir), "--export-dir", str(exp)],
-                       capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _train("pixel-cr", cfg, run_dir, exp, 8)
     meta = json.loads((exp / "cloudrm.json").read_text())["components"]["pixel_cr"]
     assert meta["trained_steps"] == 8 and meta["validation"]["pairs:RICE1_n"] == 3
 
@@ -76,10 +73,7 @@ def test_validation_below_a_floor_never_ships(tmp_path):
         cfg = tmp_path / f"{name}.json"
         cfg.write_text(json.dumps({**base, "val_floor": floor}))
         exp = tmp_path / f"exp-{name}"
-        r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg),
-                            "--stop-at-step", "2", "--run-dir", str(tmp_path / f"run-{name}"), "--export-dir", str(exp)],
-                           capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
+        r = _train("pixel-cr", cfg, tmp_path / f"run-{name}", exp, 2)  # an absolute cfg path replaces CONFIGS
         assert "val_psnr" in r.stdout + r.stderr                 # it validated either way
         assert (exp / "cloudrm.json").exists() == ships
 
