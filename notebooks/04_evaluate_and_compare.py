@@ -20,14 +20,17 @@
 # seconds, a visual grid, and the `python -m cloudrm eval` commands that reproduce the README's numbers.
 #
 # * **identity** (the first cloudy date) and **median** (per-pixel median of the dates) need no weights: the floor;
-# * **pixel-cr** and **idf-cr** (single image; RICE weights `rice1` for thin clouds, `rice2` for thick);
+# * **pixel-cr** and **idf-cr** (single image; weights `rice1` for thin clouds, `rice2` for thick, `sen2` for
+#   Sentinel-2);
 # * **diffcr** (1–3 dates; weights `sen2`), at 20 DPM-Solver++ steps and in its 1-step mode.
 #
-# Images: the project's validation split of RICE1 and RICE2 (never trained on) and the Sentinel-2 figure scenes
-# (3 dates; validation only). On the Sentinel-2 scenes, the outputs of published methods from the DiffCR paper's
+# Images: the project's validation split of RICE1 and RICE2 (never trained on), the Sentinel-2 figure scenes
+# (3 dates; never trained or tuned on), and real Sentinel-2 clouds of the SEN12MS-CR validation regions (one real
+# date, and 3-date stacks). On the figure scenes, the outputs of published methods from the DiffCR paper's
 # figures are scored alongside (they are JPEG-derived crops: fine for comparison, not for absolute numbers).
+# Section 5 measures quality against the number of sampling steps on the real Sentinel-2 sets.
 #
-# **Run time:** full run: 8.8 min wall-clock, 12.3 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 7.2 min wall-clock, 14.0 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
@@ -84,13 +87,28 @@ if DATA is not None:
     for name in ("Sen2_MTC_New_fig", "Sen2_MTC_Old_fig"):
         if (DATA / name).is_dir():
             items = [crop(it) for it in datasets.iter_eval_items(DATA / name, "scenes")]
-            SETS[name.replace("_fig", " fig")] = (items[:1] if SMOKE else items, "rice2")
+            SETS[name.replace("_fig", " fig")] = (items[:1] if SMOKE else items, "sen2")
+    s2 = DATA / "SEN12MS-CR"
+    if (s2 / "pairs").is_dir():
+        # real Sentinel-2 clouds, validation regions only (datasets.S2_VAL_REGIONS; never trained on): one real
+        # cloudy date, and 3-date stacks (that date + two made from the clear date with real cloud layers of the
+        # training regions, as in the diffcr validation)
+        bank = datasets.train_bank(DATA, ["SEN12MS-CR/pairs", "SEN12MS-CR/masked"])
+        real = []
+        for sub in ("pairs", "masked"):
+            names = [n for n, _, clear in datasets.scene_folders(s2 / sub)
+                     if clear is not None and datasets.s2_is_validation(n)]
+            items = list(datasets.iter_eval_items(s2 / sub, "scenes", names=names))[:1 if SMOKE else None]
+            SETS[f"S2 {sub} val"] = ([crop(it) for it in items], "sen2")
+            real += items
+        SETS["S2 3-date val"] = ([crop(dict(it, dates=datasets.s2_stack(it, bank, seed=i)))
+                                  for i, it in enumerate(real)], "sen2")
 else:
     from cloudrm import samples
     for s in samples.builtin_samples():
         it = {"name": s.name, "dates": np.stack([io.to_display(io.read_image(p)) for p in s.dates]),
               "target": io.to_display(io.read_image(s.reference))}
-        SETS[f"built-in: {s.name}"] = ([crop(it)], "rice1" if s.group == "RICE1" else "rice2")
+        SETS[f"built-in: {s.name}"] = ([crop(it)], s.variant)
 for name, (items, variant) in SETS.items():
     print(f"{name:<22} {len(items):>3} image(s), {items[0]['dates'].shape[0]} date(s), "
           f"{items[0]['target'].shape[-1]} px; pixel-cr/idf-cr weights '{variant}'")
@@ -206,8 +224,12 @@ display(table.round({"PSNR (dB)": 2, "SSIM": 4, "RMSE": 4, "NIQE": 2, "BRISQUE":
 
 # %%
 own = table.reset_index()
-fig, axes = plt.subplots(1, len(SETS), figsize=(4.2 * len(SETS), 3.8), squeeze=False)
-for ax, s in zip(axes[0], SETS):
+ncols = min(3, len(SETS))
+fig, axes = plt.subplots(-(-len(SETS) // ncols), ncols, figsize=(4.2 * ncols, 3.8 * -(-len(SETS) // ncols)),
+                         squeeze=False)
+for ax in axes.flat[len(SETS):]:
+    ax.axis("off")
+for ax, s in zip(axes.flat, SETS):
     sub = own[own["set"] == s]
     pub = sub[sub["method"].str.startswith("published")]
     if len(pub):
@@ -229,7 +251,53 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 5. A visual grid
+# ## 5. Quality against sampling steps (real Sentinel-2)
+#
+# How many steps should each sampler take? PSNR against the clear date and NIQE (no reference; lower looks more
+# natural) of diffcr (DPM-Solver++) and idf-cr (K = 3, DDPM) with the `sen2` weights, on the real-cloud validation
+# sets only: the figure scenes are never used to choose anything. idf-cr is a single-image method, so it is scored
+# on the one-date sets. Stars mark each method's default (`default_steps`).
+
+# %%
+CURVE = {"diffcr": [1, 2] if SMOKE else [1, 2, 4, 10, 20, 50],
+         "idf-cr": [2, 4] if SMOKE else [5, 10, 25, 50]}   # steps are 1..50 (the contract)
+curve_rows = []
+for method, steps_list in CURVE.items():
+    m = get_method(method, "sen2")
+    if m is None:
+        continue
+    opts = {"sampler": "dpmpp"} if method == "diffcr" else {"inr": 3, "sampler": SAMPLER["idf-cr"]}
+    sets = [s for s in SETS if s.startswith("S2 ") and (method == "diffcr" or "3-date" not in s)]
+    for s in sets:
+        for it in tqdm(SETS[s][0], desc=f"{method} on {s}", leave=False):
+            for n in steps_list:
+                res = m(list(it["dates"]), seed=0, steps=n, **opts)
+                curve_rows.append({"method": method, "set": s, "steps": n, "image": it["name"],
+                                   "psnr": metrics.psnr(it["target"], res.image), "niqe": metrics.niqe(res.image),
+                                   "seconds": res.seconds})
+curve = pd.DataFrame(curve_rows)
+if len(curve):
+    curve_table = curve.groupby(["method", "set", "steps"])[["psnr", "niqe", "seconds"]].mean()
+    display(curve_table.unstack("set").round(2))
+    defaults = {name: loaded[name, "sen2"].default_steps for name in CURVE if (name, "sen2") in loaded}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for (method, s), sub in curve.groupby(["method", "set"], sort=False):
+        mean = sub.groupby("steps")[["psnr", "niqe"]].mean()
+        for ax, col in zip(axes, ("psnr", "niqe")):
+            line, = ax.plot(mean.index, mean[col], marker="o", ms=3, ls="-" if method == "diffcr" else "--",
+                            label=f"{method}: {s}")
+            if defaults.get(method) in mean.index:
+                ax.plot([defaults[method]], [mean.loc[defaults[method], col]], marker="*", ms=12, color=line.get_color())
+    axes[0].set(xscale="log", xlabel="sampling steps (log scale)", ylabel="PSNR (dB)", title="PSNR (higher is better)")
+    axes[1].set(xscale="log", xlabel="sampling steps (log scale)", ylabel="NIQE", title="NIQE (lower is better)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+else:
+    print("No SEN12MS-CR validation data (or no sen2 weights): the steps curve needs real Sentinel-2 clouds; skipped.")
+
+# %% [markdown]
+# ## 6. A visual grid
 #
 # The cloudiest evaluated image of every set: the first cloudy date, each method, the official DiffCR output where there is one, the reference.
 
@@ -249,7 +317,7 @@ pictures(rows, titles=["cloudy (date 1)"] + labels + ["official DiffCR", "refere
          size=2.0)
 
 # %% [markdown]
-# ## 6. The `eval` commands
+# ## 7. The `eval` commands
 #
 # `python -m cloudrm eval` scores a method on a data folder and writes JSON (with the settings used); the README's
 # tables come from these commands, on the whole validation split (`--split val`) of each RICE set and on all
@@ -266,6 +334,11 @@ for data in ("Sen2_MTC_New_fig", "Sen2_MTC_Old_fig"):
     for method, extra in (("median", ""), ("diffcr", " --steps 20"), ("diffcr", " --steps 1")):
         commands.append(f"python -m cloudrm eval --method {method}{extra} --data $CLOUDRM_DATA/{data} "
                         f"--layout scenes --json {data.lower()}-{method}{extra.split()[-1] if extra else ''}.json")
+for data in ("SEN12MS-CR/pairs", "SEN12MS-CR/masked"):
+    for method, extra in (("identity", ""), ("pixel-cr", " --weights sen2"), ("idf-cr", " --weights sen2 --inr 3"),
+                          ("diffcr", " --steps 20")):
+        commands.append(f"python -m cloudrm eval --method {method}{extra} --data $CLOUDRM_DATA/{data} --split val "
+                        f"--json s2-{data.split('/')[-1]}-{method}.json")
 print("\n".join(commands))
 
 # %% [markdown]
