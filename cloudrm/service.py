@@ -35,9 +35,10 @@ GROUP_METHODS = {"RICE1": ("pixel-cr", "idf-cr"), "RICE2": ("pixel-cr", "diffcr"
                  "Sentinel-2": ("median", "diffcr")}
 UPLOAD_METHODS = ("pixel-cr", "diffcr")
 #: The app's speed/quality presets: sampler steps per method. From the quality-vs-steps curve on the real
-#: Sentinel-2 validation regions (README "Real Sentinel-2 clouds", quality against steps): diffcr's one step
-#: scores best on single real dates and has the lowest NIQE, its 50 steps best on 3-date stacks; idf-cr's PSNR is
-#: flat from 5 to 50 steps and 10 steps cost a fifth. "default" is each method's own default (the contract's).
+#: Sentinel-2 validation regions (README "Real Sentinel-2 clouds", quality against steps; notebook 04, section 5):
+#: diffcr's one step scores best on single real dates and has the lowest NIQE, its 50 steps best on 3-date
+#: stacks; idf-cr's PSNR is flat from 5 to 50 steps and 10 steps cost a fifth. "default" is each method's own
+#: default (the contract's).
 QUALITY_PRESETS: dict[str, dict[str, int]] = {
     "fast": {"diffcr": 1, "idf-cr": 10},
     "default": {m: method_class(m).default_steps for m in ("diffcr", "idf-cr")},
