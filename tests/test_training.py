@@ -17,9 +17,10 @@ def _env():
     return dict(os.environ, CLOUDRM_DATA=str(need()), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
-def _train(task, cfg, run_dir, export_dir, stop, launcher=()):
+def _train(task, cfg, run_dir, export_dir, stop, launcher=(), extra=()):
+    """Run ``cloudrm train`` to step ``stop``; ``cfg`` is a shipped config's name or a path (an absolute path wins)."""
     cmd = [*launcher, "-m", "cloudrm", "train", task, "--config", str(CONFIGS / cfg), "--stop-at-step", str(stop),
-           "--run-dir", str(run_dir), "--export-dir", str(export_dir)]
+           "--run-dir", str(run_dir), "--export-dir", str(export_dir), *extra]
     if not launcher:
         cmd = [sys.executable, *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
@@ -91,11 +92,7 @@ def test_init_from_weights_same_or_other_variant(tmp_path):
         cfg = tmp_path / f"{name}.json"
         cfg.write_text(json.dumps({**base, "variant": var, "init_from": str(exp)}))
         out = tmp_path / f"exp-{name}"
-        r = subprocess.run([sys.executable, "-m", "cloudrm", "train", "pixel-cr", "--config", str(cfg),
-                            "--stop-at-step", str(stop), "--run-dir", str(tmp_path / f"run-{name}"),
-                            "--export-dir", str(out), "--mixed-precision", "bf16"],
-                           capture_output=True, text=True, cwd=REPO, env=_env(), timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
+        r = _train("pixel-cr", cfg, tmp_path / f"run-{name}", out, stop, extra=("--mixed-precision", "bf16"))
         assert "starting from weights" in r.stdout + r.stderr
         log = json.loads((tmp_path / f"run-{name}" / "log.json").read_text())
         assert [e["step"] for e in log if "loss" in e] == steps
