@@ -225,8 +225,8 @@ display(table.round({"PSNR (dB)": 2, "SSIM": 4, "RMSE": 4, "NIQE": 2, "BRISQUE":
 # %%
 own = table.reset_index()
 ncols = min(3, len(SETS))
-fig, axes = plt.subplots(-(-len(SETS) // ncols), ncols, figsize=(4.2 * ncols, 3.8 * -(-len(SETS) // ncols)),
-                         squeeze=False)
+nrows = -(-len(SETS) // ncols)   # ceil
+fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
 for ax in axes.flat[len(SETS):]:
     ax.axis("off")
 for ax, s in zip(axes.flat, SETS):
