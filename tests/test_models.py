@@ -40,6 +40,27 @@ def test_mean_fusion_serves_any_number_of_dates():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_gated_fusion_starts_as_the_mean_and_can_select_a_date():
+    mean = DiffCRUNet(width=8).eval()
+    gated = DiffCRUNet(width=8, fusion="gated").eval()
+    missing, unexpected = gated.load_state_dict(mean.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("cond_gate.") for k in missing)
+    dates = torch.rand(2, 3, 3, 32, 32)
+    n = torch.tensor([3, 2])
+    with torch.no_grad():
+        for a, b in zip(mean.encode_condition(dates, n), gated.encode_condition(dates, n)):
+            assert torch.allclose(a, b, atol=1e-5)                   # zero-initialised gates = the mean
+        # a trained gate: per pixel, the softmax of each date's score weights that date's features
+        torch.manual_seed(0)
+        torch.nn.init.normal_(gated.cond_gate[0].weight, std=0.5)
+        f = gated.cond_levels[0](gated.cond_stem(dates[:1].flatten(0, 1)))
+        w = torch.softmax(gated.cond_gate[0](f), dim=0)             # (3 dates, 1, H, W)
+        fused = gated.encode_condition(dates[:1])[0]
+    assert (w - 1 / 3).abs().max() > 0.1                          # not the mean any more
+    assert torch.allclose(fused[0], (f * w).sum(0), atol=1e-5)
+    assert not torch.allclose(fused[0], f.mean(0), atol=1e-3)
+
+
 def test_pixel_cr_any_size_and_attention():
     net = PixelCR(dim=16, stem_dims=(8, 16), depths=(2, 2), heads=2, window=4).eval()
     with torch.no_grad():

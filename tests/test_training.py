@@ -102,6 +102,26 @@ def test_init_from_weights_same_or_other_variant(tmp_path):
 
 
 @pytest.mark.slow
+def test_gated_fusion_fine_tunes_from_mean_weights(tmp_path):
+    """DiffCR weights with mean date fusion initialise a ``fusion: gated`` model (its zero gates are new); the
+    export is a gated model that loads back with them."""
+    need("RICE1")
+    from safetensors.torch import load_file
+
+    exp = tmp_path / "exp"
+    _train("diffcr", "diffcr-smoke.json", tmp_path / "run0", exp, 1)
+    base = json.loads((CONFIGS / "diffcr-smoke.json").read_text())
+    cfg = tmp_path / "gated.json"
+    cfg.write_text(json.dumps({**base, "init_from": str(exp), "model": {**base["model"], "fusion": "gated"}}))
+    out = tmp_path / "exp-gated"
+    r = _train("diffcr", cfg, tmp_path / "run-gated", out, 2)
+    assert "starting from weights" in r.stdout + r.stderr
+    assert json.loads((out / "unet" / "config.json").read_text())["fusion"] == "gated"
+    keys = load_file(out / "unet" / "diffusion_pytorch_model.safetensors").keys()
+    assert any(k.startswith("cond_gate.") for k in keys)
+
+
+@pytest.mark.slow
 def test_two_processes_keep_replicas_identical(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` runs on CPU with the gloo backend."""
     need("RICE1")

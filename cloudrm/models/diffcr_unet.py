@@ -4,9 +4,13 @@
     x0_hat     = Denoiser(y_t, alpha_bar, cond_feats) # every sampler step
 
 * Condition encoder: its own stem and NAF blocks; the dates share its weights (folded into the batch) and
-  their features are MEAN-fused per level. The mean (not the paper's sum) keeps the feature scale the same
-  for 1, 2 or 3 dates, so one set of weights serves RICE (one date) and Sentinel-2 stacks (three); training
-  draws a random number of dates so each count is actually seen.
+  their features are fused per level by a weighted mean over the valid dates. ``fusion="mean"``: equal
+  weights. ``fusion="gated"`` (beyond the paper): a 3x3 conv per level scores each date's features, and a
+  softmax over the dates turns the scores into per-pixel weights, so the network can take each pixel from
+  the date where it is clear instead of averaging a cloud into it. Its convs start at zero, i.e. exactly the
+  mean, so gated weights fine-tune from mean ones. Either mean (not the paper's sum) keeps the feature scale
+  the same for 1, 2 or 3 dates, so one set of weights serves RICE (one date) and Sentinel-2 stacks (three);
+  training draws a random number of dates so each count is actually seen.
 * Denoiser encoder level i: TCF blocks, then ``+ cond_i`` before the skip and the 2x2 stride-2 downsampling.
   Decoder: 1x1 conv + PixelShuffle(2) up, skip ADDED, TCF blocks. Last conv outputs x0.
 * Time: sinusoidal embedding of the continuous alpha_bar (x1000) -> MLP -> per-channel bias in every TCF block.
@@ -77,11 +81,17 @@ class DiffCRUNet(ModelMixin, ConfigMixin):
     ``2 ** len(enc_blocks)`` (the method pads).
     """
 
+    #: parameters that may start at their zero initialisation when fine-tuning weights that lack them
+    init_new_keys = ("cond_gate.",)
+
     @register_to_config
     def __init__(self, in_channels: int = 3, width: int = 16, enc_blocks: tuple[int, ...] = (1, 1, 1, 1),
                  middle_blocks: int = 1, dec_blocks: tuple[int, ...] = (1, 1, 1, 1),
-                 cond_blocks: tuple[int, ...] = (1, 1, 1, 1), time_in: int = 64, time_dim: int = 256):
+                 cond_blocks: tuple[int, ...] = (1, 1, 1, 1), time_in: int = 64, time_dim: int = 256,
+                 fusion: str = "mean"):
         super().__init__()
+        if fusion not in ("mean", "gated"):
+            raise ValueError(f"fusion must be 'mean' or 'gated', not {fusion!r}")
         n = len(enc_blocks)
         chans = [width * 2 ** i for i in range(n + 1)]
         self.time_mlp = nn.Sequential(nn.Linear(time_in, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
@@ -90,6 +100,11 @@ class DiffCRUNet(ModelMixin, ConfigMixin):
         self.cond_levels = nn.ModuleList(nn.Sequential(*[TCFBlock(chans[i]) for _ in range(cond_blocks[i])])
                                          for i in range(n))
         self.cond_down = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 2, stride=2) for i in range(n - 1))
+        if fusion == "gated":
+            self.cond_gate = nn.ModuleList(nn.Conv2d(chans[i], 1, 3, padding=1) for i in range(n))
+            for g in self.cond_gate:
+                nn.init.zeros_(g.weight)
+                nn.init.zeros_(g.bias)
         # denoiser
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
         self.enc = nn.ModuleList(nn.ModuleList(TCFBlock(chans[i], time_dim) for _ in range(enc_blocks[i])) for i in range(n))
@@ -103,24 +118,33 @@ class DiffCRUNet(ModelMixin, ConfigMixin):
         self.multiple = 2 ** n
 
     def encode_condition(self, dates: torch.Tensor, n_dates: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Per-level condition features, mean-fused over the valid dates. dates (B, N, C, H, W)."""
+        """Per-level condition features, fused over the valid dates (see ``fusion``). dates (B, N, C, H, W)."""
         b, n = dates.shape[:2]
         if n_dates is None:
             n_dates = torch.full((b,), n, device=dates.device)
         n_dates = n_dates.to(dates.device).long()
-        # encode only the dates that exist (training pads to 3), then average them per image
+        # encode only the dates that exist (training pads to 3), then fuse them per image
         valid = (torch.arange(n, device=dates.device)[None] < n_dates[:, None]).flatten()
-        owner = torch.arange(b, device=dates.device).repeat_interleave(n)[valid]
-        weight = (1.0 / n_dates.float())[owner]
         f = self.cond_stem(dates.flatten(0, 1)[valid])
         feats = []
         for i, level in enumerate(self.cond_levels):
             f = level(f)
-            fused = torch.zeros((b,) + f.shape[1:], device=f.device, dtype=f.dtype)
-            feats.append(fused.index_add(0, owner, f * weight[:, None, None, None].to(f.dtype)))
+            feats.append(self._fuse(f, i, valid, b, n))
             if i < len(self.cond_down):
                 f = self.cond_down[i](f)
         return feats
+
+    def _fuse(self, f: torch.Tensor, level: int, valid: torch.Tensor, b: int, n: int) -> torch.Tensor:
+        """(V, C, h, w) features of the V valid dates -> (B, C, h, w): their softmax-weighted (gated) or plain mean."""
+        full = f.new_zeros((b * n,) + f.shape[1:])
+        full[valid] = f
+        score = f.new_full((b * n, 1) + f.shape[2:], float("-inf"))
+        score[valid] = self.cond_gate[level](f) if self.config.fusion == "gated" else 0.0
+        weight = torch.softmax(score.unflatten(0, (b, n)), dim=1)
+        out = (full.unflatten(0, (b, n)) * weight).sum(1)
+        # keep the encoder's memory format: the denoiser adds these to its activations at every step
+        return out.contiguous(memory_format=torch.channels_last) if f.is_contiguous(
+            memory_format=torch.channels_last) else out
 
     def forward(self, y_t: torch.Tensor, alpha_bar: torch.Tensor, cond: list[torch.Tensor] | None = None,
                 dates: torch.Tensor | None = None, n_dates: torch.Tensor | None = None) -> torch.Tensor:

@@ -60,7 +60,13 @@ class Task:
     def load_init(self, model: torch.nn.Module, folder: Path) -> dict[str, Any]:
         """Load shipped weights into ``model``; returns their step count, seconds and best validation."""
         src = type(model).from_pretrained(str(folder / self.subfolder))
-        model.load_state_dict(src.state_dict())
+        # parts the shipped weights lack may start as the model initialises them if it says they may
+        # (zero-initialised additions such as DiffCR's fusion gates, which then reproduce the old network)
+        missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+        new = tuple(getattr(model, "init_new_keys", ()))
+        if unexpected or any(not k.startswith(new) for k in missing) or (missing and not new):
+            raise ConfigError(f"{folder}: weights do not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
         info = (weights.read_meta(folder).get("components") or {}).get(self.subfolder, {})
         # a best score measured on other validation data is not comparable: the first validation then ships
         same_val = val_spec(info.get("training_data") or {}) == val_spec(self.cfg.data)
