@@ -101,6 +101,23 @@ def test_init_from_weights_same_or_other_variant(tmp_path):
         assert ("initialised_from" in meta) == (name == "other")
 
 
+def test_lr_mult_gives_a_prefix_its_own_learning_rate():
+    from cloudrm.errors import ConfigError
+    from cloudrm.models.diffcr_unet import DiffCRUNet
+    from cloudrm.training.config import TrainConfig
+    from cloudrm.training.loop import _param_groups
+
+    net = DiffCRUNet(width=8, fusion="gated")
+    groups = _param_groups(net, TrainConfig(lr=1e-4, lr_mult={"cond_gate.": 10}))
+    assert [g["lr"] for g in groups] == [1e-4, pytest.approx(1e-3)]
+    gate = {id(p) for p in net.cond_gate.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == gate
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    assert len(_param_groups(net, TrainConfig(lr=1e-4))) == 1
+    with pytest.raises(ConfigError, match="cond_gates"):
+        _param_groups(net, TrainConfig(lr_mult={"cond_gates.": 10}))
+
+
 @pytest.mark.slow
 def test_gated_fusion_fine_tunes_from_mean_weights(tmp_path):
     """DiffCR weights with mean date fusion initialise a ``fusion: gated`` model (its zero gates are new); the

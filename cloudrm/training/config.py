@@ -35,6 +35,8 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 4e-4
+    lr_mult: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor (e.g. new,
+                                              # zero-initialised parts learning faster in a fine-tune)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     max_steps: int = 20_000                   # the cosine schedule's length

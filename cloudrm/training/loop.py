@@ -27,8 +27,23 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
 from .. import weights
+from ..errors import ConfigError
 from .config import TrainConfig, val_spec
 from .tasks import make_task
+
+
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters, one group per ``cfg.lr_mult`` prefix (its lr scaled) plus one for the rest."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            mult = next((m for prefix, m in cfg.lr_mult.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(float(mult), []).append(p)
+    names = [n for n, _ in model.named_parameters()]
+    unused = [k for k in cfg.lr_mult if not any(n.startswith(k) for n in names)]
+    if unused:
+        raise ConfigError(f"lr_mult: no parameter starts with {', '.join(map(repr, unused))}")
+    return [{"params": ps, "lr": cfg.lr * m} for m, ps in sorted(groups.items())]
 
 
 def _lr_lambda(cfg: TrainConfig, start: int = 0):
@@ -102,7 +117,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                         drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.99))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, state["step"]))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=cfg.ema_decay) if cfg.ema_decay else None
@@ -116,7 +132,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log = json.loads((run_dir / "log.json").read_text()) if (run_dir / "log.json").exists() else []
         log = [r for r in log if r["step"] <= state["step"]]
         inner = getattr(scheduler, "scheduler", scheduler)  # the LR curve's offset is not in the state dict
-        inner.lr_lambdas = [_lr_lambda(cfg, state.get("lr_start", 0))]
+        inner.lr_lambdas = [_lr_lambda(cfg, state.get("lr_start", 0))] * len(optimizer.param_groups)
         accelerator.print(f"resumed from {checkpoint} (step {state['step']})")
         if state.get("val_spec") != val_spec(cfg.data):  # a best score on other validation data is not comparable
             state["best"] = -1.0
