@@ -141,10 +141,7 @@ class DiffCRUNet(ModelMixin, ConfigMixin):
         score = f.new_full((b * n, 1) + f.shape[2:], float("-inf"))
         score[valid] = self.cond_gate[level](f) if self.config.fusion == "gated" else 0.0
         weight = torch.softmax(score.unflatten(0, (b, n)), dim=1)
-        out = (full.unflatten(0, (b, n)) * weight).sum(1)
-        # keep the encoder's memory format: the denoiser adds these to its activations at every step
-        return out.contiguous(memory_format=torch.channels_last) if f.is_contiguous(
-            memory_format=torch.channels_last) else out
+        return (full.unflatten(0, (b, n)) * weight).sum(1)
 
     def forward(self, y_t: torch.Tensor, alpha_bar: torch.Tensor, cond: list[torch.Tensor] | None = None,
                 dates: torch.Tensor | None = None, n_dates: torch.Tensor | None = None) -> torch.Tensor:

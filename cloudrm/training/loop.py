@@ -35,14 +35,14 @@ from .tasks import make_task
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """The trainable parameters, one group per ``cfg.lr_mult`` prefix (its lr scaled) plus one for the rest."""
     groups: dict[float, list] = {}
+    unused = set(cfg.lr_mult)
     for name, p in model.named_parameters():
+        matches = [k for k in cfg.lr_mult if name.startswith(k)]
+        unused -= set(matches)
         if p.requires_grad:
-            mult = next((m for prefix, m in cfg.lr_mult.items() if name.startswith(prefix)), 1.0)
-            groups.setdefault(float(mult), []).append(p)
-    names = [n for n, _ in model.named_parameters()]
-    unused = [k for k in cfg.lr_mult if not any(n.startswith(k) for n in names)]
+            groups.setdefault(float(cfg.lr_mult[matches[0]] if matches else 1.0), []).append(p)
     if unused:
-        raise ConfigError(f"lr_mult: no parameter starts with {', '.join(map(repr, unused))}")
+        raise ConfigError(f"lr_mult: no parameter starts with {', '.join(map(repr, sorted(unused)))}")
     return [{"params": ps, "lr": cfg.lr * m} for m, ps in sorted(groups.items())]
 
 

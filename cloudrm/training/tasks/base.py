@@ -64,7 +64,7 @@ class Task:
         # (zero-initialised additions such as DiffCR's fusion gates, which then reproduce the old network)
         missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
         new = tuple(getattr(model, "init_new_keys", ()))
-        if unexpected or any(not k.startswith(new) for k in missing) or (missing and not new):
+        if unexpected or any(not k.startswith(new) for k in missing):  # startswith(()) is False
             raise ConfigError(f"{folder}: weights do not fit the model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")
         info = (weights.read_meta(folder).get("components") or {}).get(self.subfolder, {})
