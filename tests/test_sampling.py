@@ -108,3 +108,51 @@ def test_strength_starts_from_the_noised_init(sampler):
     sampling.sample(model_fn, sampling.make_scheduler(sampler, prediction_type="sample"), noise, steps=20,
                     generator=torch.Generator().manual_seed(1), init=init, strength=1.0)
     assert len(calls) == 20 and calls[0] > 900
+
+
+def test_single_date_strength_starts_one_date_from_the_one_step_estimate():
+    """single_date_strength s: one date runs 1 + round(steps*s) network evaluations, the first at the highest
+    noise level (the one-step x0) and the rest over the last part of the schedule; stacks of 2+ dates ignore it."""
+    levels: list[float] = []
+
+    class Spy(DiffCRUNet):
+        def forward(self, y_t, alpha_bar, cond=None, dates=None, n_dates=None):
+            levels.append(float(alpha_bar.flatten()[0]))
+            return super().forward(y_t, alpha_bar, cond, dates, n_dates)
+
+    net = Spy(width=8).eval()
+    ac = train_alphas_cumprod()
+    one = torch.rand(1, 1, 3, 32, 32)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    a = diffcr_sample(net, one, steps=20, generator=gen(), single_date_strength=0.3)
+    assert len(levels) == 1 + 6
+    assert levels[0] == pytest.approx(float(ac[TRAIN_STEPS - 1]), rel=1e-6)
+    assert min(levels[1:]) > 0.2 and levels[1] > ac[TRAIN_STEPS // 2]  # only the low-noise end of the schedule
+    b = diffcr_sample(net, one, steps=20, generator=gen(), single_date_strength=0.3)
+    full = diffcr_sample(net, one, steps=20, generator=gen())
+    assert torch.equal(a, b) and not torch.equal(a, full)
+    levels.clear()
+    stack = torch.rand(1, 3, 3, 32, 32)
+    s = diffcr_sample(net, stack, steps=20, generator=gen(), single_date_strength=0.3)
+    assert len(levels) == 20 and torch.equal(s, diffcr_sample(net, stack, steps=20, generator=gen()))
+
+
+def test_single_date_strength_comes_from_the_weights_folder(tiny_weights, tmp_path):
+    import shutil
+
+    from cloudrm import load_method, weights
+    from cloudrm.errors import WeightsError
+
+    date = [np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)]
+    plain = load_method("diffcr", weights=str(tiny_weights["diffcr"]))(date, steps=10).image
+    for value, ok in ((0.5, True), (1.5, False), (0.0, False)):
+        w = tmp_path / f"w{value}"
+        shutil.copytree(tiny_weights["diffcr"], w)
+        weights.write_meta(w, dict(weights.read_meta(w), single_date_strength=value))
+        if ok:
+            out = load_method("diffcr", weights=str(w))(date, steps=10).image
+            assert out.shape == plain.shape and not np.array_equal(out, plain)
+        else:
+            with pytest.raises(WeightsError, match="single_date_strength must be in") as e:
+                load_method("diffcr", weights=str(w))
+            assert "\n" not in str(e.value)

@@ -7,6 +7,13 @@
         x_{t-1} = scheduler.step(x0_hat, t, x_t)               # prediction_type = "sample"
 
 ``steps=1`` is the paper's "1 step" row: the network's x0 from pure noise at the highest noise level.
+
+One date (beyond the paper; ``single_date_strength`` in a weights folder's ``cloudrm.json``): with no second view
+of the ground, the full reverse process of the ``sen2`` weights invents a radiometry of its own (a darker or bluer
+scene, measured on the real validation pairs) because the real pairs they learnt from are other dates. For one
+date the sampler can instead start from the network's one-step x0, re-noised to ``strength`` of the schedule
+(SDEdit, as IDF-CR starts from Pixel-CR), and run the last ``round(steps * strength)`` steps: the one-step
+estimate fixes the low frequencies and the remaining steps add the detail.
 """
 from __future__ import annotations
 
@@ -28,8 +35,11 @@ def train_alphas_cumprod() -> np.ndarray:
 
 @torch.no_grad()
 def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmpp", steps: int = 20,
-                  generator: torch.Generator, progress: ProgressFn | None = None) -> torch.Tensor:
-    """dates (B, N, C, H, W) in [0,1] -> x0 (B, C, H, W) in [0,1]. Any H, W (padded, cropped back)."""
+                  generator: torch.Generator, progress: ProgressFn | None = None,
+                  single_date_strength: float = 1.0) -> torch.Tensor:
+    """dates (B, N, C, H, W) in [0,1] -> x0 (B, C, H, W) in [0,1]. Any H, W (padded, cropped back).
+
+    ``single_date_strength`` < 1 applies to N = 1 only (module docstring)."""
     sampling.check_sampler(sampler, steps)
     device = next(unet.parameters()).device
     b, n, c, h, w = dates.shape
@@ -50,7 +60,12 @@ def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmp
     else:
         sched = sampling.make_scheduler(sampler, prediction_type="sample",
                                         trained_betas=sampling.betas_from_alphas_cumprod(ac.cpu().numpy()))
-        x0 = sampling.sample(model_fn, sched, noise, steps=steps, generator=generator, progress=progress)
+        init = None
+        if n == 1 and single_date_strength < 1.0:
+            init = model_fn(noise, torch.tensor(TRAIN_STEPS - 1))
+            noise = sampling.randn(noise.shape, generator, device).contiguous(memory_format=torch.channels_last)
+        x0 = sampling.sample(model_fn, sched, noise, steps=steps, generator=generator, progress=progress,
+                             init=init, strength=single_date_strength if init is not None else 1.0)
     return ((x0[..., :h, :w].clamp(-1, 1) + 1) / 2).float().cpu()
 
 
