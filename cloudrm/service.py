@@ -354,7 +354,9 @@ ABOUT_METHODS = """\
   of in-context training passes per batch (K = 1 is plain ControlNet training).
 - **DiffCR** is a conditional diffusion model that predicts the clear image from 1-3 cloudy dates, with the
   condition encoder run once per image; sampled with DPM-Solver++ (default, 20 steps), DDIM or DDPM (1 step =
-  one direct prediction). Several seeds give an *uncertainty map*: the per-pixel standard deviation.
+  one direct prediction). With one date, the Sentinel-2 weights start from that direct prediction and run only the
+  last 30 % of the steps (left alone, the sampler invents a colour balance of its own). Several seeds give an
+  *uncertainty map*: the per-pixel standard deviation.
 """
 
 
