@@ -33,7 +33,7 @@
 # The model trained here is small and trained for minutes; sections 7–8 use the shipped weights
 # (`cloudrm/bundled_weights/diffcr/sen2`) when they are present.
 #
-# **Run time:** full run: 7.5 min wall-clock, 7.4 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 1), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 4.5 min wall-clock, 8.5 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
@@ -176,8 +176,9 @@ plt.show()
 # ## 3. The model: parameters and GMACs
 #
 # `DiffCRUNet` is a NAFNet-style U-Net that outputs $x_0$, with a **decoupled condition encoder**: the dates go
-# through their own encoder once per image (shared weights, features averaged over the dates at every level) and the
-# features are added to the denoiser's encoder. Only the denoiser runs at every sampler step. We count both with
+# through their own encoder once per image (shared weights; at every level the dates' features are averaged, or, in
+# the shipped `sen2` weights, weighted per pixel by a small learnt gate) and the features are added to the
+# denoiser's encoder. Only the denoiser runs at every sampler step. We count both with
 # torch's FLOP counter (MACs = FLOPs / 2) at 256 × 256 px with 3 dates, for the paper's widths and the shipped
 # configuration.
 
@@ -547,8 +548,10 @@ pictures([[grid[s, n] for n in STEP_LIST] for s in SAMPLERS], titles=[f"{n} step
 # %% [markdown]
 # ## 8. One, two or three dates
 #
-# One set of weights serves 1, 2 or 3 dates: the condition encoder averages the per-date features, and training
-# draws a random number of dates. More dates show more of the ground:
+# One set of weights serves 1, 2 or 3 dates: the condition encoder fuses the per-date features (a gated mean), and
+# training draws a random number of dates. With one date the `sen2` weights start from the one-step prediction and
+# run only the last 30 % of the steps (`single_date_strength` in their `cloudrm.json`; the README's design
+# decisions say why). More dates show more of the ground:
 
 # %%
 rows, pics = [], []
