@@ -110,6 +110,15 @@ def check_method(folder: Path, method: str) -> dict[str, Any]:
     return meta
 
 
+def meta_strength(folder: Path, meta: dict[str, Any], key: str) -> float:
+    """A sampler start strength from ``cloudrm.json`` (default 1: the full schedule); outside (0, 1] it is a
+    one-line WeightsError."""
+    value = float(meta.get(key, 1.0))
+    if not 0.0 < value <= 1.0:
+        raise WeightsError(f"{folder / 'cloudrm.json'}: {key} must be in (0, 1], got {value}")
+    return value
+
+
 def load_model(cls, folder: Path, subfolder: str):
     """``cls.from_pretrained`` with every failure turned into a one-line WeightsError naming the file."""
     path = folder / subfolder

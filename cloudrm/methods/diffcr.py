@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from .. import weights
-from ..errors import WeightsError
 from ..models.diffcr_unet import DiffCRUNet
 from ..pipelines.diffcr import TRAIN_STEPS, diffcr_sample, train_alphas_cumprod
 from .base import Method
@@ -21,10 +20,7 @@ class DiffCR(Method):
         self.meta = weights.check_method(folder, "diffcr")
         self.unet = weights.load_model(DiffCRUNet, folder, "unet").to(self.device, memory_format=torch.channels_last)
         self.bands = tuple(self.meta.get("bands", ("B04", "B03", "B02")))
-        self.single_date_strength = float(self.meta.get("single_date_strength", 1.0))
-        if not 0.0 < self.single_date_strength <= 1.0:
-            raise WeightsError(f"{folder / 'cloudrm.json'}: single_date_strength must be in (0, 1], "
-                               f"got {self.single_date_strength}")
+        self.single_date_strength = weights.meta_strength(folder, self.meta, "single_date_strength")
 
     def run(self, dates, *, generator, progress, sampler, steps, **opts):
         x = dates[None].to(self.device)

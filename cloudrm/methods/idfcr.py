@@ -68,9 +68,7 @@ class IDFCR(Method):
         self.null_embedding = load_null_embedding(self.folder, self.meta)
         self.color_fix = color_fix_mode(self.meta.get("color_fix", True))
         self.color_fix_sigma = float(self.meta.get("color_fix_sigma", DEFAULT_COLOR_FIX_SIGMA))
-        self.strength = float(self.meta.get("strength", 1.0))
-        if not 0.0 < self.strength <= 1.0:
-            raise WeightsError(f"{self.folder / 'cloudrm.json'}: strength must be in (0, 1], got {self.strength}")
+        self.strength = weights.meta_strength(self.folder, self.meta, "strength")
         self.controlnets: dict[int, torch.nn.Module] = {}
         self.controlnet: torch.nn.Module | None = None  # the last one used (counted by ``bench``)
 

@@ -48,24 +48,29 @@ def diffcr_sample(unet: DiffCRUNet, dates: torch.Tensor, *, sampler: str = "dpmp
     dp = dp.contiguous(memory_format=torch.channels_last)
     cond = unet.encode_condition(dp.unflatten(0, (b, n)))
     ac = torch.as_tensor(train_alphas_cumprod(), device=device)
-    noise = sampling.randn((b, c) + dp.shape[-2:], generator, device).contiguous(memory_format=torch.channels_last)
+    shape = (b, c) + dp.shape[-2:]
+    noise = sampling.randn(shape, generator, device).contiguous(memory_format=torch.channels_last)
 
     def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(x_t, sampling.noise_level(ac, t).expand(b), cond).clamp(-1, 1)
 
-    if steps == 1:  # one network evaluation at the highest noise level
-        x0 = model_fn(noise, torch.tensor(TRAIN_STEPS - 1))
+    def one_step(z: torch.Tensor) -> torch.Tensor:  # one network evaluation at the highest noise level
+        return model_fn(z, torch.tensor(TRAIN_STEPS - 1))
+
+    if steps == 1:
+        x0 = one_step(noise)
         if progress:
             progress(1, 1)
     else:
         sched = sampling.make_scheduler(sampler, prediction_type="sample",
                                         trained_betas=sampling.betas_from_alphas_cumprod(ac.cpu().numpy()))
         init = None
-        if n == 1 and single_date_strength < 1.0:
-            init = model_fn(noise, torch.tensor(TRAIN_STEPS - 1))
-            noise = sampling.randn(noise.shape, generator, device).contiguous(memory_format=torch.channels_last)
+        if n == 1 and single_date_strength < 1.0:  # fresh noise for the re-noising of the one-step x0
+            init = one_step(noise)
+            noise = sampling.randn(shape, generator, device).contiguous(memory_format=torch.channels_last)
+        # sample() ignores strength without init
         x0 = sampling.sample(model_fn, sched, noise, steps=steps, generator=generator, progress=progress,
-                             init=init, strength=single_date_strength if init is not None else 1.0)
+                             init=init, strength=single_date_strength)
     return ((x0[..., :h, :w].clamp(-1, 1) + 1) / 2).float().cpu()
 
 
