@@ -3,13 +3,16 @@
 For a cloudy date ``Y`` and a clear date ``X`` of one place (linear display values, i.e. reflectance x gain, so
 a thick cloud may exceed 1), each pixel is modelled as
 
-    Y = X * s * t + A * (1 - t)
+    Y = (X * s + P * (1 - s)) * t + A * (1 - t)
 
 * ``t`` (H,W) the cloud's transmission: 1 clear, 0 opaque (thick cumulus cores), in between for haze and the
   soft edges of thick clouds. Estimated per pixel by least squares over the bands, ``t = <Y-A, X-A> / |X-A|^2``.
 * ``A`` (C,) the airlight, the colour of the cloud body: a high quantile of the cloudy date where it is
   much brighter than the clear one (bluish white; in linear units often 2-3, i.e. saturated once displayed).
-* ``s`` (H,W) shadow darkening in (0, 1]: the luminance ratio where the cloudy date is darker than the clear.
+* ``s`` (H,W) shadow darkening in (0, 1] where the cloudy date is darker than the clear, and ``P`` (C,) what a
+  shadow keeps: the atmosphere's path radiance and blue sky light, which the cloud does not block. Real shadows
+  are therefore bluish, not grey (red keeps ~45 % of the clear value, blue ~80 %): ``s`` and ``P`` are fitted
+  by alternating least squares over the shadow pixels, like ``t`` and ``A`` for the cloud.
 
 The two dates also differ by real ground change and illumination, which leaks into ``t`` and ``s`` as texture;
 small changes are snapped back to "clear" and both maps are smoothed a little, so a layer carries the cloud and
@@ -22,17 +25,21 @@ thinned or thickened, onto any clear background, beside the procedural clouds of
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.optimize import minimize
 
 from . import io, metrics
 
 #: Where the linear (reflectance x gain) value of a default cloud body lies when a pair has no thick cloud.
 DEFAULT_AIRLIGHT = np.array([2.4, 2.45, 2.6], np.float32)
+#: What a shadow keeps (linear units) when a pair has too few shadow pixels to fit it: the median over the
+#: shadows of the SEN12MS-CR pairs (their fits range over R 0.00-0.12, G 0.12-0.25, B 0.18-0.35).
+DEFAULT_SHADOW_PATH = np.array([0.065, 0.14, 0.24], np.float32)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class CloudLayer:
     transmission: np.ndarray   # (H, W) t in [0, 1]
     shade: np.ndarray          # (H, W) s in (0, 1]
     airlight: np.ndarray       # (C,) linear display units
+    shadow_path: np.ndarray = field(default_factory=lambda: DEFAULT_SHADOW_PATH.copy())  # (C,) P, linear
     fit_psnr: float = float("nan")
 
     @property
@@ -59,10 +67,38 @@ def linear(raster: io.Raster) -> np.ndarray:
     return out
 
 
-def apply(clear: np.ndarray, t: np.ndarray, s: np.ndarray, airlight: np.ndarray) -> np.ndarray:
-    """``clear * s * t + A * (1 - t)`` on linear (C,H,W) values."""
-    a = np.asarray(airlight, np.float32)[:clear.shape[0], None, None]
-    return clear * (s * t)[None] + a * (1 - t)[None]
+def _channels(v: np.ndarray, c: int) -> np.ndarray:
+    """A (3,) colour for ``c`` channels, (c,1,1): extra bands (NIR) take the red value."""
+    v = np.asarray(v, np.float32)
+    return np.concatenate([v, np.full(max(c - len(v), 0), v[0], np.float32)])[:c, None, None]
+
+
+def apply(clear: np.ndarray, t: np.ndarray, s: np.ndarray, airlight: np.ndarray,
+          shadow_path: np.ndarray | None = None) -> np.ndarray:
+    """``(clear * s + P * (1 - s)) * t + A * (1 - t)`` on linear (C,H,W) values (P defaults to
+    :data:`DEFAULT_SHADOW_PATH`)."""
+    c = clear.shape[0]
+    p = _channels(DEFAULT_SHADOW_PATH if shadow_path is None else shadow_path, c)
+    shaded = clear * s[None] + p * (1 - s)[None]
+    return shaded * t[None] + _channels(airlight, c) * (1 - t)[None]
+
+
+def _fit_shadow(y: np.ndarray, x: np.ndarray, fit_path: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares ``y = x * s + P * (1 - s)`` over shadow pixels (C,K): per-pixel s (K,) and one P (C,).
+    s has a closed form given P, so P is found by minimising the residual left after it (variable
+    projection); ``fit_path=False`` keeps :data:`DEFAULT_SHADOW_PATH` (too few pixels to fit it)."""
+    p = DEFAULT_SHADOW_PATH[:y.shape[0]].astype(np.float64)
+    if fit_path:
+        def residual(q: np.ndarray) -> float:
+            s = _shadow_given_path(y, x, q)
+            return float(((x * s + q[:, None] * (1 - s) - y) ** 2).mean())
+        p = minimize(residual, p, method="L-BFGS-B", bounds=[(0.0, 0.5)] * len(p)).x
+    return _shadow_given_path(y, x, p), p
+
+
+def _shadow_given_path(y: np.ndarray, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    xp, yp = x - p[:, None], y - p[:, None]
+    return np.clip((xp * yp).sum(0) / np.maximum((xp * xp).sum(0), 1e-6), 0.05, 1.0)
 
 
 def estimate(cloudy: np.ndarray, clear: np.ndarray, mask: np.ndarray | None = None, name: str = "",
@@ -82,10 +118,10 @@ def estimate(cloudy: np.ndarray, clear: np.ndarray, mask: np.ndarray | None = No
     t = (xa * ya).sum(0) / np.maximum((xa * xa).sum(0), 1e-6)
     t = np.clip(t, 0.0, 1.0)
     # shadows: darker than the clear date in every band, by more than ground change usually makes
-    lum_y, lum_x = y.mean(0), np.maximum(x.mean(0), 1e-3)
-    ratio = np.clip(lum_y / lum_x, 0.1, 1.0)
+    ratio = y.mean(0) / np.maximum(x.mean(0), 1e-3)
     darker = (y < x).all(0) & (ratio < 0.8)
-    s = np.where(darker, ratio, 1.0)
+    s = np.ones_like(t)
+    s[darker], p = _fit_shadow(y[:, darker], x[:, darker], fit_path=darker.sum() >= 50)
     t = np.where(darker, 1.0, t)
     # snap small differences (ground change, illumination) back to clear, with a soft ramp
     t = np.where(t > 0.95, 1.0, np.where(t > 0.85, 0.85 + (t - 0.85) * 1.5, t))
@@ -96,14 +132,15 @@ def estimate(cloudy: np.ndarray, clear: np.ndarray, mask: np.ndarray | None = No
     if smooth:
         t = gaussian_filter(t, smooth)
         s = gaussian_filter(s, smooth * 2)
-    layer = CloudLayer(name, t.astype(np.float16), s.astype(np.float16), a.astype(np.float32))
-    layer.fit_psnr = metrics.psnr(io.tone(cloudy), io.tone(apply(clear, t, s, a)), quantise=False)
+    layer = CloudLayer(name, t.astype(np.float16), s.astype(np.float16), a.astype(np.float32), p.astype(np.float32))
+    layer.fit_psnr = metrics.psnr(io.tone(cloudy), io.tone(apply(clear, t, s, a, p)), quantise=False)
     return layer
 
 
 def reproduce(layer: CloudLayer, clear: np.ndarray) -> np.ndarray:
     """The layer applied to (linear) ``clear``: linear values."""
-    return apply(clear, layer.transmission.astype(np.float32), layer.shade.astype(np.float32), layer.airlight)
+    return apply(clear, layer.transmission.astype(np.float32), layer.shade.astype(np.float32), layer.airlight,
+                 layer.shadow_path)
 
 
 def region(name: str) -> str:
@@ -149,8 +186,8 @@ class CloudBank:
                 layers.append(estimate(cloudy, clear, mask, name=d.name))
         return cls(layers)
 
-    def sample(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight)."""
+    def sample(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, ...]:
+        """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight, shadow path)."""
         lay = self.layers[int(rng.integers(len(self.layers)))]
         t, s = lay.transmission.astype(np.float32), lay.shade.astype(np.float32)
         lh, lw = t.shape
@@ -170,13 +207,15 @@ class CloudBank:
         t = np.power(np.clip(t, 1e-4, 1.0), g)
         s = 1 - (1 - s) * rng.uniform(0.7, 1.2)
         a = lay.airlight * rng.uniform(0.92, 1.08) * (1 + rng.normal(0, 0.015, size=lay.airlight.shape))
-        return np.ascontiguousarray(t), np.ascontiguousarray(np.clip(s, 0.1, 1.0)), a.astype(np.float32)
+        p = lay.shadow_path * rng.uniform(0.85, 1.15)
+        return (np.ascontiguousarray(t), np.ascontiguousarray(np.clip(s, 0.05, 1.0)), a.astype(np.float32),
+                p.astype(np.float32))
 
     def composite(self, clear_linear: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A real cloud layer over a linear (C,H,W) background: (cloudy linear, degradation mask (H,W))."""
         c, h, w = clear_linear.shape
-        t, s, a = self.sample(rng, h, w)
+        t, s, a, p = self.sample(rng, h, w)
         if c > a.shape[0]:
             a = np.concatenate([a, np.full(c - a.shape[0], a.mean(), np.float32)])
-        out = apply(clear_linear, t, s, a)
+        out = apply(clear_linear, t, s, a, p)
         return out.astype(np.float32), np.clip(1 - t * s, 0, 1).astype(np.float32)

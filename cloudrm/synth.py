@@ -9,7 +9,8 @@ and what this generator imitates:
 * thin cloud / haze and cirrus: spatially varying transmission, often streaky (anisotropic), with a
   bluish-white airlight, so the ground shows through with lower contrast;
 * shadows: the cloud mask shifted by the sun direction (one offset per date), blurred, darkening the ground
-  by 30-75 % with a slight blue cast; they fall where there is no cloud;
+  by 45-85 % towards what a shadow keeps (path radiance and sky light, bluish: real shadows keep ~45 % of red
+  and ~80 % of blue); they fall where there is no cloud;
 * between dates: small gain/offset changes (phenology, illumination) of the clear ground.
 
 Everything is seeded (``numpy.random.Generator``) and returns the cloudy images plus masks in [0, 1].
@@ -90,6 +91,13 @@ def haze_transmission(rng: np.random.Generator, h: int, w: int, strength: float)
     return (1.0 - d).astype(np.float32)
 
 
+def shadow_path(rng: np.random.Generator, c: int) -> np.ndarray:
+    """(c,) what a shadow keeps, drawn over the range fitted on real SEN12MS-CR shadows (see
+    :data:`cloudrm.cloudbank.DEFAULT_SHADOW_PATH`); extra bands (NIR) take the red value."""
+    rgb = np.array([rng.uniform(0.0, 0.12), rng.uniform(0.11, 0.19), rng.uniform(0.18, 0.32)], np.float32)
+    return np.concatenate([rgb, np.full(max(c - 3, 0), rgb[0], np.float32)])[:c]
+
+
 def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = CloudConfig(),
                coverage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cloud one (C,H,W) image in [0,1]. Returns (cloudy, mask) with mask (H,W) in [0,1]: how much each pixel
@@ -111,9 +119,10 @@ def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = C
             sh = nd_shift(a, (dy, dx), order=1, mode="constant", cval=0.0)
             sh = gaussian_filter(sh, sigma=rng.uniform(1.0, 4.0))
             dark = rng.uniform(*cfg.shadow_darkness)
-            tint = np.array([1.0, 1.0, 1.08])[:c] if c <= 3 else np.ones(c)
             shade = 1 - dark * sh * (1 - a)                       # no shadow under the cloud itself
-            out = out * shade[None] * np.where(sh[None] > 0.05, tint[:, None, None], 1.0).astype(np.float32)
+            # a shadow keeps the path radiance and blue sky light: bluish, not grey (cloudbank's P)
+            path = shadow_path(rng, c)
+            out = out * shade[None] + path[:, None, None] * (1 - shade)[None]
             mask = np.maximum(mask, dark * sh * (1 - a))
         # cloud body: near-white, slightly blue-grey shaded, brighter towards the core
         shading = np.clip(0.88 + 0.08 * fractal_noise(rng, h, w, beta=3.0) + 0.22 * a, 0.65, 1.15)

@@ -32,6 +32,33 @@ def test_shadow_is_a_darkening_not_a_cloud():
     assert lay.transmission[40, 50] == pytest.approx(1.0, abs=0.02)
 
 
+def test_bluish_shadow_keeps_its_path_colour():
+    # real shadows keep the path radiance and sky light: Y = X s + P (1 - s), bluish rather than grey
+    clear = _ground(5) + 0.3
+    s = np.ones((96, 96), np.float32)
+    s[10:70, 20:80] = 0.3
+    path = np.array([0.04, 0.12, 0.22], np.float32)
+    cloudy = cloudbank.apply(clear, np.ones_like(s), s, np.array([2.4, 2.4, 2.5], np.float32), path)
+    lay = cloudbank.estimate(cloudy, clear, smooth=0)
+    assert np.allclose(lay.shadow_path, path, atol=0.02)
+    assert lay.shade[40, 50] == pytest.approx(0.3, abs=0.05)
+    assert lay.fit_psnr > 40
+    # a grey (multiplicative) fit of the same shadow would leave the blue cast unexplained
+    grey = cloudbank.apply(clear, np.ones_like(s), s, np.array([2.4, 2.4, 2.5], np.float32), np.zeros(3))
+    assert metrics.psnr(io.tone(cloudy), io.tone(grey), quantise=False) < lay.fit_psnr - 10
+
+
+def test_procedural_shadows_are_bluish():
+    grey = np.full((3, 96, 96), 0.5, np.float32)
+    cfg = synth.CloudConfig(p_thick=1.0, p_haze=0.0, p_shadow=1.0, coverage=(0.2, 0.25), shadow_darkness=(0.7, 0.7))
+    for seed in range(3):
+        cloudy, _ = synth.add_clouds(grey, np.random.default_rng(seed), cfg)
+        shadow = cloudy[0] < 0.4          # darkened red, away from the bright cloud
+        assert shadow.mean() > 0.01
+        r, b = cloudy[0][shadow].mean(), cloudy[2][shadow].mean()
+        assert b > r + 0.03, (seed, r, b)
+
+
 def test_composite_keeps_shape_and_saturates_thick_cores():
     rng = np.random.default_rng(0)
     clear = _ground(3, 128)
