@@ -26,7 +26,7 @@
 # 5. the train/validation split behind the shipped weights;
 # 6. the built-in samples used when no data is present.
 #
-# **Run time:** full run: 3.4 min wall-clock, 0.7 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 0.6 min wall-clock, 0.5 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
@@ -244,7 +244,8 @@ for f in geo:
 #   coverage, with a soft ramp at the edges;
 # * `haze_transmission`: how much ground shows through thin cloud (1 = clear);
 # * `add_clouds`: haze (ground × t + airlight × (1 − t)), then shadows (the cloud opacity shifted along a sun
-#   direction, blurred, darkening the ground where there is no cloud), then the cloud body. It returns the cloudy
+#   direction, blurred, darkening the ground towards a bluish "what a shadow keeps" colour where there is no
+#   cloud; see the real layers below), then the cloud body. It returns the cloudy
 #   image **and a mask** in [0, 1]: how much each pixel is degraded.
 
 # %%
@@ -302,10 +303,13 @@ print(f"cloud-free (mask < 0.1) per date: {', '.join(f'{np.mean(m < 0.1):.0%}' f
 # Procedural clouds are only as good as their realism. `cloudrm.cloudbank` measures real ones instead: for a real
 # cloudy date `Y` and a clear date `X` of the same place (linear units: reflectance × 3), every pixel is fitted by
 #
-# `Y = X · s · t + A · (1 − t)`
+# `Y = (X · s + P · (1 − s)) · t + A · (1 − t)`
 #
 # with `t` the cloud's transmission (1 clear, 0 opaque), `A` the airlight (the colour of the cloud body, often
-# above white once displayed: saturated cores) and `s` a shadow darkening. Ground change between the two dates
+# above white once displayed: saturated cores), `s` a shadow darkening and `P` what a shadow keeps: the
+# atmosphere's path radiance and blue sky light, which the cloud does not block. Real shadows are bluish, not
+# grey (red keeps ~45 % of the clear value, blue ~80 %), and a grey fit leaves that cast unexplained; `P` is
+# fitted per pair, like `A`, and the procedural shadows of `synth` are drawn over the same range. Ground change between the two dates
 # leaks into `t` and `s` as texture, so small differences are snapped back to clear and the maps are smoothed a
 # little. Below: each real pair, the layer, and the layer **put back on the clear date** — the fit PSNR says how
 # much of the real cloudy date the model explains (the clear date alone: "identity"). Then the same layers
@@ -330,7 +334,8 @@ else:
         rows.append([cloudrm.io.tone(clear_lin), cloudrm.io.tone(cloudy_lin),
                      (lay.transmission.astype(float), {"cbar": "t"}), (lay.shade.astype(float), {"cbar": "s"}),
                      cloudrm.io.tone(cloudbank.reproduce(lay, clear_lin))])
-        print(f"{f.name:>26}: airlight {np.round(lay.airlight, 2)}, fit {lay.fit_psnr:.1f} dB "
+        print(f"{f.name:>26}: airlight {np.round(lay.airlight, 2)}, shadow keeps {np.round(lay.shadow_path, 2)}, "
+              f"fit {lay.fit_psnr:.1f} dB "
               f"(identity {ident:.1f} dB), {lay.cover:.0%} of pixels degraded")
     pictures(rows, titles=["clear date", "real cloudy date", "transmission t", "shadow s", "layer on the clear date"],
              row_labels=[lay.name for lay in layers])
