@@ -92,8 +92,8 @@ def haze_transmission(rng: np.random.Generator, h: int, w: int, strength: float)
 
 
 def shadow_path(rng: np.random.Generator, c: int) -> np.ndarray:
-    """(c,) what a shadow keeps, drawn over the range fitted on real SEN12MS-CR shadows (see
-    :data:`cloudrm.cloudbank.DEFAULT_SHADOW_PATH`); extra bands (NIR) take the red value."""
+    """(c,) what a shadow keeps, drawn over the central part of the range fitted on real SEN12MS-CR shadows
+    (see :data:`cloudrm.cloudbank.DEFAULT_SHADOW_PATH`); extra bands (NIR) take the red value."""
     rgb = np.array([rng.uniform(0.0, 0.12), rng.uniform(0.11, 0.19), rng.uniform(0.18, 0.32)], np.float32)
     return np.concatenate([rgb, np.full(max(c - 3, 0), rgb[0], np.float32)])[:c]
 
