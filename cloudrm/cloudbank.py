@@ -11,8 +11,8 @@ a thick cloud may exceed 1), each pixel is modelled as
   much brighter than the clear one (bluish white; in linear units often 2-3, i.e. saturated once displayed).
 * ``s`` (H,W) shadow darkening in (0, 1] where the cloudy date is darker than the clear, and ``P`` (C,) what a
   shadow keeps: the atmosphere's path radiance and blue sky light, which the cloud does not block. Real shadows
-  are therefore bluish, not grey (red keeps ~45 % of the clear value, blue ~80 %): ``s`` and ``P`` are fitted
-  by alternating least squares over the shadow pixels, like ``t`` and ``A`` for the cloud.
+  are therefore bluish, not grey (red keeps ~45 % of the clear value, blue ~80 %). Over the shadow pixels, ``s``
+  is the per-pixel least-squares ratio given ``P``, and ``P`` minimises the residual left after it.
 
 The two dates also differ by real ground change and illumination, which leaks into ``t`` and ``s`` as texture;
 small changes are snapped back to "clear" and both maps are smoothed a little, so a layer carries the cloud and
