@@ -1,4 +1,5 @@
-"""The dates of one scene: how many, whether they lie on one grid with the same bands, and the model input.
+"""The dates of one scene: how many, whether they lie on one grid with the same bands, the model input, and how
+much of the image no date shows.
 
 ``api`` (images read whole) and ``scene`` (GeoTIFFs read window by window) both go through these rules, so a
 bad set of dates gets the same one-line error whichever path it takes. ``methods`` checks the count of the
@@ -40,6 +41,32 @@ def check_count(n: int) -> None:
     """1..MAX_DATES dates, else the one dates-count error."""
     if not 1 <= n <= MAX_DATES:
         raise InputError(f"got {n} input images; give 1 to {MAX_DATES} dates of one place")
+
+
+#: A pixel is *white* where all three display values are at least WHITE_LEVEL and within WHITE_CHROMA of each
+#: other: opaque cloud, or snow (display 0.85 is Sentinel-2 reflectance 0.33, above nearly all snow-free ground).
+WHITE_LEVEL, WHITE_CHROMA = 0.85, 0.12
+#: A note says how much of the image is white on every date from this fraction on.
+COVER_NOTE_FROM = 0.1
+
+
+def white_fraction(dates: np.ndarray) -> float:
+    """Fraction of pixels that are white (above) on every date of ``dates`` (D, C, H, W) display [0, 1]: where no
+    date shows the ground. Grey images (C = 1) count their one channel."""
+    rgb = np.asarray(dates)[:, :3]
+    white = (rgb.min(1) >= WHITE_LEVEL) & (rgb.max(1) - rgb.min(1) <= WHITE_CHROMA)
+    return float(white.all(0).mean())
+
+
+def cover_note(fraction: float) -> str | None:
+    """The one note about ground no date shows, or None below COVER_NOTE_FROM."""
+    if fraction < COVER_NOTE_FROM:
+        return None
+    if fraction >= 0.995:
+        return ("the whole image is white on every date (opaque cloud or snow): no method can see the ground, "
+                "what it paints is a guess; add a date with less cloud")
+    return (f"{fraction:.0%} of the image is white on every date (opaque cloud or snow): no method can see the "
+            "ground there, what it paints there is a guess")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
-from .dates import Grid, check_bands, check_count, check_grid, model_input
+from .dates import Grid, check_bands, check_count, check_grid, cover_note, model_input
 from .errors import ConfigError, InputError, one_line
 from .methods import Result
 from .runtime import trim_heap
@@ -124,6 +124,7 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
         seen = [False] * len(paths)
         first: Result | None = None
         model_seconds, ran, k = 0.0, 0, 0
+        white, area = 0.0, 0  # white-on-every-date pixels of the tiles run, and their pixels
         # float accumulators for one strip (tile rows x scene width), allocated once and reused: rows shared
         # with the next strip are moved to the top, the rest is cleared
         buf: dict[str, np.ndarray] = {}
@@ -145,6 +146,8 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
                         res = method(list(dates), **opts)
                         model_seconds += res.seconds
                         ran += 1
+                        white += res.info.get("white_fraction", 0.0) * th * tw
+                        area += th * tw
                         if first is None:
                             first = res
                             c, rows = res.image.shape[0], min(tile, h)
@@ -200,8 +203,11 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
                     pass
             raise
 
-    notes = sorted(set(first.info.get("notes", [])) | {n for r in likes for n in r.notes})
-    info = dict(first.info, notes=notes, bands=list(like.bands[:3]), tiles=ntiles, tiles_run=ran, tile=tile,
+    # the cover note is the whole scene's, not the first tile's (tiles overlap a little: an estimate)
+    fraction = white / max(area, 1)
+    notes = set(first.info.get("notes", [])) - {cover_note(first.info.get("white_fraction", 0.0))}
+    notes = sorted((notes | {cover_note(fraction)} | {n for r in likes for n in r.notes}) - {None})
+    info = dict(first.info, notes=notes, white_fraction=round(fraction, 4), bands=list(like.bands[:3]), tiles=ntiles, tiles_run=ran, tile=tile,
                 overlap=overlap, scene=True, size=[h, w], preview_step=step, model_seconds=model_seconds)
     image = np.concatenate(preview, axis=1)
     return Result(image.astype(np.float32), {}, time.perf_counter() - t0, info)

@@ -26,6 +26,28 @@ def test_identity_and_median():
     assert cloudrm.load_method("median") is cloudrm.load_method("median")     # cached
 
 
+
+def test_white_on_every_date_is_noted():
+    """Ground that no date shows gets one note with its fraction; white on one date only, bright colour or a
+    little white gets none."""
+    from cloudrm.dates import cover_note, white_fraction
+
+    ground = np.full((3, 40, 40), 0.3, np.float32)
+    a, b = ground.copy(), ground.copy()
+    a[:, :30] = 0.95                                 # rows 0-29 white on the first date
+    b[:, 10:] = 0.97                                 # rows 10-39 white on the second
+    assert white_fraction(np.stack([a, b])) == pytest.approx(0.5)   # rows 10-29 on both
+    yellow = ground.copy()
+    yellow[:2] = 0.95                                # bright, but not white
+    assert white_fraction(yellow[None]) == 0
+    assert cover_note(0.09) is None and "50%" in cover_note(0.5) and "whole image" in cover_note(1.0)
+    m = cloudrm.load_method("median")
+    assert any("50% of the image is white on every date" in n for n in m([a, b]).info["notes"])
+    res = m([a, ground])
+    assert res.info["white_fraction"] == 0 and not any("white" in n for n in res.info["notes"])
+    one = cloudrm.load_method("identity")([np.full((3, 32, 32), 1.0, np.float32)])
+    assert one.info["white_fraction"] == 1 and "no method can see the ground" in one.info["notes"][0]
+
 def test_diffcr_seeds_dates_and_uncertainty(tiny_weights):
     m = cloudrm.load_method("diffcr", str(tiny_weights["diffcr"]))
     rng = np.random.default_rng(0)

@@ -172,6 +172,18 @@ def test_scene_equals_in_memory_path(tmp_path):
                 np.testing.assert_array_equal(pa[:, valid], pb[:, valid])
 
 
+
+def test_scene_cover_note_is_the_whole_scenes(tmp_path):
+    """The note on ground no date shows counts every tile, not the first one only."""
+    data = np.full((4, 600, 700), 900, np.uint16)
+    data[:3, :, :350] = 9000                          # the left half is opaque white (reflectance 0.9)
+    path = write_tif(tmp_path / "half.tif", data)
+    res = api.remove_clouds([path], tmp_path / "o.tif", method="identity", tile=256, overlap=32)
+    assert res.info.get("scene") and res.info["white_fraction"] == pytest.approx(0.5, abs=0.05)
+    assert [n for n in res.info["notes"] if "white on every date" in n] == [
+        f"{res.info['white_fraction']:.0%} of the image is white on every date (opaque cloud or snow): no method "
+        "can see the ground there, what it paints there is a guess"]
+
 @pytest.mark.slow
 def test_scene_memory_is_bounded(tmp_path):
     """A tall scene: peak Python/numpy allocation stays far below one float copy of the output."""

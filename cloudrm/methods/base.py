@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from ..dates import MAX_DATES, check_count
+from ..dates import MAX_DATES, check_count, cover_note, white_fraction
 from ..errors import ConfigError, InputError
 from ..io import MIN_SIDE
 from ..sampling import MAX_STEPS, check_sampler
@@ -103,6 +103,9 @@ class Method:
             raise InputError(f"{c} channels: give RGB (3) or RGB+NIR (4) images")
         if c == 1:
             x = x.repeat(1, 3, 1, 1)
+        white = white_fraction(x.numpy())
+        if note := cover_note(white):
+            notes.append(note)
         t0 = time.perf_counter()
         runs = samples if self.stochastic else 1
         outs, maps = [], {}
@@ -119,7 +122,7 @@ class Method:
         if len(outs) > 1:
             maps["uncertainty"] = np.stack(outs).std(0).mean(0).astype(np.float32)
         info = {"method": self.name, "seed": seed, "weights": self.weights_id, "dates": int(x.shape[0]),
-                "notes": notes, **{k: v for k, v in opts.items() if v is not None}}
+                "notes": notes, "white_fraction": round(white, 4), **{k: v for k, v in opts.items() if v is not None}}
         if self.stochastic and samples > 1:
             info["samples"] = samples
         return Result(np.clip(image, 0, 1).astype(np.float32), maps, time.perf_counter() - t0, info)
