@@ -37,6 +37,7 @@ class CloudConfig:
     max_shadow_offset: float = 0.15   # of the image side
     date_gain: float = 0.06           # +- relative change of the clear ground between dates
     p_all_dates: float = 0.0          # a stack has clouds over >= 15 % of every date (real cloudy series)
+    p_clear: float = 0.0              # a stack has no cloud at all: what to leave as it is
 
     @classmethod
     def from_options(cls, options: dict | None) -> "CloudConfig":
@@ -165,9 +166,15 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
     ``to_display`` maps linear units to display [0, 1] (default: clip). Each date gets its own clouds --
     a real layer from ``bank`` (a :class:`cloudrm.cloudbank.CloudBank`) with probability ``p_bank``, else
     procedural ones -- and, with several dates, its own ground change (:func:`date_change`). The target
-    stays ``clear``. At least one date always has clouds so no date is a free copy of the target.
+    stays ``clear``. At least one date has clouds so no date is a free copy of the target, except in the
+    cloud-free stacks ``cfg.p_clear`` asks for: without them a model never sees clear ground as input, and it
+    learns to change whatever it is given (dark ground brightened as if shadowed, a hazy cast on clear dates).
     """
     to_display = to_display or (lambda a: np.clip(a, 0.0, 1.0))
+    if cfg.p_clear > 0 and rng.random() < cfg.p_clear:  # drawn only when enabled, as below
+        grounds = [date_change(clear, rng, cfg.date_gain) if n_dates > 1 else clear for _ in range(n_dates)]
+        return (np.stack([to_display(g).astype(np.float32) for g in grounds]),
+                np.zeros((n_dates,) + clear.shape[1:], np.float32))
     # drawn only when enabled, so configs without it keep their random stream
     all_cloudy = n_dates > 1 and cfg.p_all_dates > 0 and rng.random() < cfg.p_all_dates
     dates, masks = [], []

@@ -84,6 +84,21 @@ def test_all_dates_cloudy_option():
                                                            synth.CloudConfig(p_all_dates=0.0))[0])
 
 
+
+def test_cloud_free_stacks_option():
+    """``p_clear``: a stack without any cloud (one date: the clear image itself; several: its date changes), so a
+    model learns to leave clear ground as it is; off by default, and off keeps the random stream."""
+    clear = synth.demo_scene(2, 64)
+    one, m1 = synth.multi_temporal(clear, 1, np.random.default_rng(0), synth.CloudConfig(p_clear=1.0))
+    np.testing.assert_allclose(one[0], clear, atol=1e-6)
+    assert m1.max() == 0
+    three, m3 = synth.multi_temporal(clear, 3, np.random.default_rng(0), synth.CloudConfig(p_clear=1.0))
+    assert m3.max() == 0 and all(0 < np.abs(d - clear).mean() < 0.05 for d in three)   # date changes only
+    d0 = synth.multi_temporal(clear, 3, np.random.default_rng(4))[0]
+    np.testing.assert_array_equal(d0, synth.multi_temporal(clear, 3, np.random.default_rng(4),
+                                                           synth.CloudConfig(p_clear=0.0))[0])
+    assert synth.multi_temporal(clear, 1, np.random.default_rng(0))[1].max() > 0.05          # default: cloudy
+
 def test_generator_components():
     rng = np.random.default_rng(0)
     clear = np.full((3, 64, 64), 0.3, np.float32)

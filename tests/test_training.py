@@ -185,3 +185,24 @@ def test_average_groups_is_the_one_validation_summary():
     ae = average_groups({"a/b": [{"recon_psnr": 28.0, "recon_ssim": 0.9}]}, main="recon_psnr")
     assert ae == {"a_b_recon_psnr": 28.0, "a_b_recon_ssim": 0.9, "a_b_n": 1, "psnr": 28.0}
     assert average_groups({}) == {}
+
+
+def test_validation_groups_of_real_sentinel2():
+    """``s2val:`` gives the validation regions' real cloudy dates, ``s2clear:`` their clear dates as input (a model
+    should give them back unchanged); no training region is in either."""
+    from cloudrm.datasets import s2_is_validation
+    from cloudrm.training.config import TrainConfig
+    from cloudrm.training.tasks.diffcr import DiffCRTask
+
+    root = need()
+    if not (root / "SEN12MS-CR" / "pairs").is_dir():
+        pytest.skip("SEN12MS-CR not in the data folder")
+    cfg = TrainConfig(task="diffcr", variant="t", data_root=str(root),
+                      data={"val": ["s2val:SEN12MS-CR/pairs", "s2clear:SEN12MS-CR/pairs"]})
+    items = DiffCRTask(cfg).val_items()
+    real = [it for it in items if it["group"].startswith("s2val:")]
+    clear = [it for it in items if it["group"].startswith("s2clear:")]
+    assert len(real) == len(clear) >= 4 and all(s2_is_validation(it["name"]) for it in items)
+    for a, b in zip(real, clear):
+        assert a["name"] == b["name"] and b["dates"].shape == (1, *b["target"].shape)
+        assert (b["dates"][0] == b["target"]).all() and (a["dates"][0] != a["target"]).any()

@@ -123,6 +123,13 @@ class Task:
                         if n.startswith("s2stacks:"):
                             it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
                         items.append(dict(it, group=n))
+            elif n.startswith("s2clear:"):
+                # the clear dates of the validation regions as input: a model should give them back unchanged
+                p = self.root / n.split(":", 1)[1]
+                if p.is_dir():
+                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
+                    items += [dict(it, dates=it["target"][None], group=n)
+                              for it in iter_eval_items(p, "scenes", names=val)]
             elif n.startswith("pairs:"):
                 # every pair of a cloud/label folder that no training source reads (e.g. Sen2_MTC_New_val128)
                 p = self.root / n.split(":", 1)[1]
