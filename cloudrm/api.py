@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from . import io, scene
-from .dates import check_count, is_sentinel2, model_input, read_dates
+from .dates import check_count, is_sentinel2, model_input, read_dates, white_fraction, whole_image_notes
 from .errors import ConfigError
 from .io import write_map
 from .methods import Result, load_method
@@ -35,7 +35,10 @@ def run_method(method, dates: np.ndarray, *, tile: int = 512, overlap: int = 32,
         return res.image, res.maps
 
     image, maps = run_tiled(fn, dates, tile, overlap, progress)
-    info = dict(infos[0].info, tiles=len(infos), tile=tile, overlap=overlap)
+    first = infos[0].info
+    fraction = white_fraction(dates[: getattr(method, "max_dates", n)])
+    info = dict(first, tiles=len(infos), tile=tile, overlap=overlap, white_fraction=round(fraction, 4),
+                notes=whole_image_notes(first.get("notes", []), first.get("white_fraction", 0.0), fraction))
     return Result(np.clip(image, 0, 1).astype(np.float32), maps, sum(r.seconds for r in infos), info)
 
 

@@ -69,6 +69,12 @@ def cover_note(fraction: float) -> str | None:
             "ground there, what it paints there is a guess")
 
 
+def whole_image_notes(notes: Sequence[str], tile_fraction: float, fraction: float) -> list[str]:
+    """The notes of an image's first tile with that tile's cover note replaced by the whole image's."""
+    note, drop = cover_note(fraction), cover_note(tile_fraction)
+    return [n for n in notes if n != drop] + ([note] if note else [])
+
+
 @dataclass(frozen=True)
 class Grid:
     """Where a date's pixels lie: size, and CRS + transform when it is georeferenced (else None)."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import io
-from .dates import Grid, check_bands, check_count, check_grid, cover_note, model_input
+from .dates import Grid, check_bands, check_count, check_grid, model_input, whole_image_notes
 from .errors import ConfigError, InputError, one_line
 from .methods import Result
 from .runtime import trim_heap
@@ -205,8 +205,8 @@ def process_scene(method, paths: Sequence[str | os.PathLike], output: str | os.P
 
     # the cover note is the whole scene's, not the first tile's (tiles overlap a little: an estimate)
     fraction = white / max(area, 1)
-    notes = set(first.info.get("notes", [])) - {cover_note(first.info.get("white_fraction", 0.0))}
-    notes = sorted((notes | {cover_note(fraction)} | {n for r in likes for n in r.notes}) - {None})
+    notes = whole_image_notes(first.info.get("notes", []), first.info.get("white_fraction", 0.0), fraction)
+    notes = sorted(set(notes) | {n for r in likes for n in r.notes})
     info = dict(first.info, notes=notes, white_fraction=round(fraction, 4), bands=list(like.bands[:3]), tiles=ntiles, tiles_run=ran, tile=tile,
                 overlap=overlap, scene=True, size=[h, w], preview_step=step, model_seconds=model_seconds)
     image = np.concatenate(preview, axis=1)

@@ -178,11 +178,14 @@ def test_scene_cover_note_is_the_whole_scenes(tmp_path):
     data = np.full((4, 600, 700), 900, np.uint16)
     data[:3, :, :350] = 9000                          # the left half is opaque white (reflectance 0.9)
     path = write_tif(tmp_path / "half.tif", data)
-    res = api.remove_clouds([path], tmp_path / "o.tif", method="identity", tile=256, overlap=32)
-    assert res.info.get("scene") and res.info["white_fraction"] == pytest.approx(0.5, abs=0.05)
-    assert [n for n in res.info["notes"] if "white on every date" in n] == [
-        f"{res.info['white_fraction']:.0%} of the image is white on every date (opaque cloud or snow): no method "
-        "can see the ground there, what it paints there is a guess"]
+    scene_res = api.remove_clouds([path], tmp_path / "o.tif", method="identity", tile=256, overlap=32)
+    memory = api.remove_clouds([path], None, method="identity", tile=256, overlap=32)   # in-memory tiles
+    assert scene_res.info.get("scene") and memory.info["tiles"] > 1
+    for res in (scene_res, memory):
+        assert res.info["white_fraction"] == pytest.approx(0.5, abs=0.05)
+        assert [n for n in res.info["notes"] if "white on every date" in n] == [
+            f"{res.info['white_fraction']:.0%} of the image is white on every date (opaque cloud or snow): no "
+            "method can see the ground there, what it paints there is a guess"]
 
 @pytest.mark.slow
 def test_scene_memory_is_bounded(tmp_path):
