@@ -206,3 +206,27 @@ def test_validation_groups_of_real_sentinel2():
     for a, b in zip(real, clear):
         assert a["name"] == b["name"] and b["dates"].shape == (1, *b["target"].shape)
         assert (b["dates"][0] == b["target"]).all() and (a["dates"][0] != a["target"]).any()
+
+
+@pytest.mark.slow
+def test_a_resumed_run_is_the_same_run(tmp_path):
+    """Stopping and resuming changes nothing: 10 steps in one go and 5 + 5 with a resume mid-epoch (4 batches an
+    epoch, so the run also crosses epochs on both sides) log the same losses. Before the resume skipped the epoch's
+    trained batches and kept the shuffle order, the losses after a resume were other ones."""
+    need("RICE1")
+    base = json.loads((CONFIGS / "diffcr-smoke.json").read_text())
+    cfg = tmp_path / "short-epochs.json"
+    cfg.write_text(json.dumps({**base, "data": {**base["data"], "length": 8}}))
+
+    def losses(run_dir):
+        return [(e["step"], e["loss"]) for e in json.loads((run_dir / "log.json").read_text()) if "loss" in e]
+
+    _train("diffcr", cfg, tmp_path / "one", tmp_path / "exp-one", 10)
+    _train("diffcr", cfg, tmp_path / "two", tmp_path / "exp-two", 5)
+    r = _train("diffcr", cfg, tmp_path / "two", tmp_path / "exp-two", 10)
+    assert "resumed from" in r.stdout + r.stderr
+    state = json.loads((tmp_path / "two" / "checkpoint-10" / "cloudrm_state.json").read_text())
+    assert state["epoch"] >= 2  # 10 steps of 4-batch epochs: the third epoch
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [s for s, _ in two] == [s for s, _ in one] == list(range(1, 11))
+    assert [v for _, v in two] == pytest.approx([v for _, v in one], rel=1e-6)

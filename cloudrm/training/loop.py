@@ -7,6 +7,11 @@ cosine decay, EMA weights (diffusers' ``EMAModel``, used for validation and expo
 ``save_state`` / ``load_state`` every ``checkpoint_every`` steps, resume from the last checkpoint (or from the
 shipped weights when there is none), validation, a JSON log and a matplotlib loss curve.
 
+A resumed run continues the same run: the shuffle order is a function of (seed, epoch) (accelerate's seedable
+sampler), the batches of the epoch already trained on are skipped, the datasets draw their clouds from
+(seed, epoch, index), and ``load_state`` restores the RNG that draws the noise, so on the same machine and thread
+count the losses after a resume are those of an uninterrupted run.
+
 Time-boxed runs: ``max_minutes`` stops cleanly (checkpoint + export) so a CPU session can train in slices.
 """
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 
@@ -96,13 +101,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run_dir = cfg.path(cfg.run_dir, task.weights_dir)
     export_dir = cfg.path(cfg.export_dir, task.weights_dir)
     accelerator = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                              gradient_accumulation_steps=cfg.grad_accum)
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
     set_seed(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model = task.build_model()
     checkpoint = _last_checkpoint(run_dir)
-    state = {"step": 0, "epoch": 0, "seconds": 0.0, "best": -1.0}
+    state = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0, "best": -1.0}  # batch: in this epoch
     init_from = Path(os.path.expanduser(cfg.init_from)) if cfg.init_from else None
     if checkpoint is None and init_from and (init_from / getattr(task, "init_subfolder", task.subfolder)).exists():
         # no checkpoint (e.g. a new session): fine-tune the shipped weights, keeping their step count,
@@ -188,7 +194,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     while not done:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(state["epoch"])
-        for batch in loader:
+        loader.set_epoch(state["epoch"])  # the shuffle order of this epoch
+        skip = state.get("batch", 0)      # > 0 only in the epoch a resumed run continues
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            state["batch"] = state.get("batch", 0) + 1
             with accelerator.accumulate(model):
                 loss = task.train_step(model, batch, optimizer, accelerator, params, cfg.grad_clip)
                 scheduler.step()
@@ -225,7 +234,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 export(last_val)
             if done:
                 break
-        state["epoch"] += 1
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:  # replicas must stay identical: record each one's checksum
         net = accelerator.unwrap_model(model)
