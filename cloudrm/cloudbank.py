@@ -68,20 +68,14 @@ def linear(raster: io.Raster) -> np.ndarray:
     return out
 
 
-def _channels(v: np.ndarray, c: int) -> np.ndarray:
-    """A (3,) colour for ``c`` channels, (c,1,1): extra bands (NIR) take the red value."""
-    v = np.asarray(v, np.float32)
-    return np.concatenate([v, np.full(max(c - len(v), 0), v[0], np.float32)])[:c, None, None]
-
-
 def apply(clear: np.ndarray, t: np.ndarray, s: np.ndarray, airlight: np.ndarray,
           shadow_path: np.ndarray | None = None) -> np.ndarray:
     """``(clear * s + P * (1 - s)) * t + A * (1 - t)`` on linear (C,H,W) values (P defaults to
     :data:`DEFAULT_SHADOW_PATH`)."""
     c = clear.shape[0]
-    p = _channels(DEFAULT_SHADOW_PATH if shadow_path is None else shadow_path, c)
+    p = io.band_colour(DEFAULT_SHADOW_PATH if shadow_path is None else shadow_path, c)[:, None, None]
     shaded = clear * s[None] + p * (1 - s)[None]
-    return shaded * t[None] + _channels(airlight, c) * (1 - t)[None]
+    return shaded * t[None] + io.band_colour(airlight, c)[:, None, None] * (1 - t)[None]
 
 
 def _fit_shadow(y: np.ndarray, x: np.ndarray, fit_path: bool = True) -> tuple[np.ndarray, np.ndarray]:

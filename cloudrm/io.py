@@ -370,6 +370,13 @@ def _why(exc: BaseException) -> str:
     return one_line(exc)
 
 
+def band_colour(rgb: Sequence[float] | np.ndarray, c: int) -> np.ndarray:
+    """(c,) float32 values of an RGB colour for ``c`` channels: extra bands (NIR) take the red value (a
+    colour fitted on RGB, e.g. a shadow's, is carried into NIR by its closest band)."""
+    v = np.asarray(rgb, np.float32)
+    return np.concatenate([v, np.full(max(c - len(v), 0), v[0], np.float32)])[:c]
+
+
 def to_rgb(raster: Raster) -> Raster:
     """The same raster with exactly 3 channels: gray is repeated, extra bands (NIR) dropped."""
     c = raster.data.shape[0]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.ndimage import gaussian_filter, shift as nd_shift
 
+from . import io
+
 
 @dataclass(frozen=True)
 class CloudConfig:
@@ -95,8 +97,7 @@ def haze_transmission(rng: np.random.Generator, h: int, w: int, strength: float)
 def shadow_path(rng: np.random.Generator, c: int) -> np.ndarray:
     """(c,) what a shadow keeps, drawn over the central part of the range fitted on real SEN12MS-CR shadows
     (see :data:`cloudrm.cloudbank.DEFAULT_SHADOW_PATH`); extra bands (NIR) take the red value."""
-    rgb = np.array([rng.uniform(0.0, 0.12), rng.uniform(0.11, 0.19), rng.uniform(0.18, 0.32)], np.float32)
-    return np.concatenate([rgb, np.full(max(c - 3, 0), rgb[0], np.float32)])[:c]
+    return io.band_colour([rng.uniform(0.0, 0.12), rng.uniform(0.11, 0.19), rng.uniform(0.18, 0.32)], c)
 
 
 def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = CloudConfig(),
