@@ -328,15 +328,23 @@ def real_cloud_mask(cloudy: np.ndarray, label: np.ndarray, threshold: float = 0.
     return (np.abs(cloudy - label).mean(axis=0) > threshold).astype(np.float32)
 
 
-def s2_stack(item: dict, bank: "cloudbank.CloudBank", seed: int = 0) -> np.ndarray:
-    """(3,C,H,W) display dates for a real pair ``item``: its real cloudy date, then two dates made from its
-    clear target (linear units recovered with :func:`io.untone`) with real cloud layers of ``bank`` and
-    date-to-date ground change. Used for validation stacks and the built-in 3-date samples."""
+def made_dates(item: dict, bank: "cloudbank.CloudBank", n: int, seed: int = 0, p_bank: float = 1.0) -> np.ndarray:
+    """(n,C,H,W) display dates made from the clear target of a real pair ``item`` (linear units recovered
+    with :func:`io.untone`): real cloud layers of ``bank`` (else procedural clouds, 1 - ``p_bank`` of the
+    dates) and, with several dates, date-to-date ground change. One made date has the target as its exact
+    reference: its cloud-free pixels are the target's."""
     rng = np.random.default_rng(seed)
     clear_lin = (io.untone(item["target"]) * 1.0).astype(np.float32)
-    made, _ = synth.multi_temporal(clear_lin, 2, rng, synth.CloudConfig(), bank=bank, p_bank=1.0,
+    made, _ = synth.multi_temporal(clear_lin, n, rng, synth.CloudConfig(), bank=bank, p_bank=p_bank,
                                    to_display=io.tone)
-    return np.concatenate([item["dates"][:1], made]).astype(np.float32)
+    return made.astype(np.float32)
+
+
+def s2_stack(item: dict, bank: "cloudbank.CloudBank", seed: int = 0) -> np.ndarray:
+    """(3,C,H,W) display dates for a real pair ``item``: its real cloudy date, then two dates made from its
+    clear target with real cloud layers (:func:`made_dates`). Used for validation stacks and the built-in
+    3-date samples."""
+    return np.concatenate([item["dates"][:1], made_dates(item, bank, 2, seed)]).astype(np.float32)
 
 
 def validation_pairs(root: str | os.PathLike, name: str) -> list[dict]:

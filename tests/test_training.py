@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, need
@@ -189,7 +190,8 @@ def test_average_groups_is_the_one_validation_summary():
 
 def test_validation_groups_of_real_sentinel2():
     """``s2val:`` gives the validation regions' real cloudy dates, ``s2clear:`` their clear dates as input (a model
-    should give them back unchanged); no training region is in either."""
+    should give them back unchanged), ``s2made:`` their clear dates clouded here, three times each, with the clear
+    date as exact reference; no training region is in any."""
     from cloudrm.datasets import s2_is_validation
     from cloudrm.training.config import TrainConfig
     from cloudrm.training.tasks.diffcr import DiffCRTask
@@ -198,14 +200,24 @@ def test_validation_groups_of_real_sentinel2():
     if not (root / "SEN12MS-CR" / "pairs").is_dir():
         pytest.skip("SEN12MS-CR not in the data folder")
     cfg = TrainConfig(task="diffcr", variant="t", data_root=str(root),
-                      data={"val": ["s2val:SEN12MS-CR/pairs", "s2clear:SEN12MS-CR/pairs"]})
+                      data={"val": ["s2val:SEN12MS-CR/pairs", "s2clear:SEN12MS-CR/pairs", "s2made:SEN12MS-CR/pairs"],
+                            "bank": ["SEN12MS-CR/pairs"]})
     items = DiffCRTask(cfg).val_items()
     real = [it for it in items if it["group"].startswith("s2val:")]
     clear = [it for it in items if it["group"].startswith("s2clear:")]
+    made = [it for it in items if it["group"].startswith("s2made:")]
     assert len(real) == len(clear) >= 4 and all(s2_is_validation(it["name"]) for it in items)
     for a, b in zip(real, clear):
         assert a["name"] == b["name"] and b["dates"].shape == (1, *b["target"].shape)
         assert (b["dates"][0] == b["target"]).all() and (a["dates"][0] != a["target"]).any()
+    assert [it["name"] for it in made] == [it["name"] for it in real for _ in range(3)]
+    kept = []
+    for i, it in enumerate(made):
+        date, target = it["dates"][0], it["target"]
+        assert it["dates"].shape == (1, *target.shape) and np.abs(date - target).max() > 0.1  # clouded
+        assert i % 3 == 0 or not np.array_equal(date, made[i - 1]["dates"][0])              # other clouds each time
+        kept.append((np.abs(date - target).max(axis=0) < 1e-3).mean())
+    assert max(kept) > 0.3, kept  # where no cloud fell, the ground is the reference's, exactly
 
 
 @pytest.mark.slow

@@ -11,12 +11,14 @@ import numpy as np
 import torch
 
 from ... import metrics, synth, weights
-from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, s2_is_validation, s2_stack, train_bank,
-                        scene_folders, validation_pairs)
+from ...datasets import (Source, TrainMixture, data_root, iter_eval_items, made_dates, s2_is_validation, s2_stack,
+                        scene_folders, train_bank, validation_pairs)
 from ...errors import ConfigError
 from ..config import TrainConfig, val_spec
 
 
+#: made cloudy versions of each validation clear date in an ``s2made:`` group
+MADE_PER_DATE = 3
 #: decimals of each validation number (PSNR, NIQE, ...: 3)
 _DIGITS = {"ssim": 4, "recon_ssim": 4}
 
@@ -123,6 +125,17 @@ class Task:
                         if n.startswith("s2stacks:"):
                             it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
                         items.append(dict(it, group=n))
+            elif n.startswith("s2made:"):
+                # the validation regions' clear dates clouded here, MADE_PER_DATE times each (real layers of the
+                # train regions or procedural clouds): single dates with an exact reference, three times as many
+                # as the real ones, so a checkpoint is not chosen on 12 images' luck alone
+                p = self.root / n.split(":", 1)[1]
+                if p.is_dir():
+                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
+                    for it in iter_eval_items(p, "scenes", names=val):
+                        for k in range(MADE_PER_DATE):
+                            made = made_dates(it, self._stack_bank(), 1, seed=1000 * k + len(items), p_bank=0.5)
+                            items.append(dict(it, dates=made, group=n))
             elif n.startswith("s2clear:"):
                 # the clear dates of the validation regions as input: a model should give them back unchanged
                 p = self.root / n.split(":", 1)[1]
