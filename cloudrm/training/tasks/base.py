@@ -132,9 +132,9 @@ class Task:
                 p = self.root / n.split(":", 1)[1]
                 if p.is_dir():
                     val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
-                    for it in iter_eval_items(p, "scenes", names=val):
-                        for k in range(MADE_PER_DATE):
-                            made = made_dates(it, self._stack_bank(), 1, seed=1000 * k + len(items), p_bank=0.5)
+                    for j, it in enumerate(iter_eval_items(p, "scenes", names=val)):
+                        for k in range(MADE_PER_DATE):  # seeds of the group's own: the same whatever precedes it
+                            made = made_dates(it, self._stack_bank(), 1, seed=1000 * k + j, p_bank=0.5)
                             items.append(dict(it, dates=made, group=n))
             elif n.startswith("s2clear:"):
                 # the clear dates of the validation regions as input: a model should give them back unchanged
