@@ -115,34 +115,24 @@ class Task:
                 p = self.root / n.split(":", 1)[1]
                 if p.is_dir():
                     items += [dict(it, group=n) for it in iter_eval_items(p, "scenes")]
-            elif n.startswith(("s2val:", "s2stacks:")):
-                # the validation regions of a SEN12MS-CR scenes folder: as they are (one real date), or as
-                # 3-date stacks (the real cloudy date + two made with real cloud layers of the train regions)
-                p = self.root / n.split(":", 1)[1]
-                if p.is_dir():
-                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
-                    for it in iter_eval_items(p, "scenes", names=val):
-                        if n.startswith("s2stacks:"):
-                            it = dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)))
+            elif n.startswith(("s2val:", "s2stacks:", "s2made:", "s2clear:")):
+                # the validation regions of a SEN12MS-CR scenes folder (absent folder: none), as
+                kind, folder = n.split(":", 1)
+                for j, it in enumerate(self._s2_validation(folder)):
+                    if kind == "s2val":      # they are: one real cloudy date
                         items.append(dict(it, group=n))
-            elif n.startswith("s2made:"):
-                # the validation regions' clear dates clouded here, MADE_PER_DATE times each (real layers of the
-                # train regions or procedural clouds): single dates with an exact reference, three times as many
-                # as the real ones, so a checkpoint is not chosen on 12 images' luck alone
-                p = self.root / n.split(":", 1)[1]
-                if p.is_dir():
-                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
-                    for j, it in enumerate(iter_eval_items(p, "scenes", names=val)):
-                        for k in range(MADE_PER_DATE):  # seeds of the group's own: the same whatever precedes it
+                    elif kind == "s2stacks":  # 3-date stacks: the real date + two made with the train regions' layers
+                        items.append(dict(it, dates=s2_stack(it, self._stack_bank(), seed=len(items)), group=n))
+                    elif kind == "s2clear":   # the clear date as input: a model should give it back unchanged
+                        items.append(dict(it, dates=it["target"][None], group=n))
+                    else:
+                        # the clear date clouded here, MADE_PER_DATE times (real layers of the train regions or
+                        # procedural clouds): single dates with an exact reference, three times as many as the real
+                        # ones, so a checkpoint is not chosen on 12 images' luck alone; seeds of the group's own,
+                        # the same whatever groups precede it
+                        for k in range(MADE_PER_DATE):
                             made = made_dates(it, self._stack_bank(), 1, seed=1000 * k + j, p_bank=0.5)
                             items.append(dict(it, dates=made, group=n))
-            elif n.startswith("s2clear:"):
-                # the clear dates of the validation regions as input: a model should give them back unchanged
-                p = self.root / n.split(":", 1)[1]
-                if p.is_dir():
-                    val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
-                    items += [dict(it, dates=it["target"][None], group=n)
-                              for it in iter_eval_items(p, "scenes", names=val)]
             elif n.startswith("pairs:"):
                 # every pair of a cloud/label folder that no training source reads (e.g. Sen2_MTC_New_val128)
                 p = self.root / n.split(":", 1)[1]
@@ -159,6 +149,14 @@ class Task:
                 items += [dict(it, group=n) for it in validation_pairs(self.root, n)]
         limit = self.cfg.data.get("val_limit")
         return items[:limit] if limit else items
+
+    def _s2_validation(self, folder: str) -> list[dict]:
+        """Eval items of the validation regions' pairs in a SEN12MS-CR scenes folder (none if it is absent)."""
+        p = self.root / folder
+        if not p.is_dir():
+            return []
+        val = [name for name, _, clear in scene_folders(p) if clear is not None and s2_is_validation(name)]
+        return list(iter_eval_items(p, "scenes", names=val))
 
     def _stack_bank(self):
         """The config's cloud bank, built once: the training data and the validation stacks share it."""
