@@ -135,6 +135,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / "cloudrm_state.json").read_text())
+        state.setdefault("batch", 0)  # checkpoints from before it was kept: continue at an epoch's start
         log = json.loads((run_dir / "log.json").read_text()) if (run_dir / "log.json").exists() else []
         log = [r for r in log if r["step"] <= state["step"]]
         inner = getattr(scheduler, "scheduler", scheduler)  # the LR curve's offset is not in the state dict
@@ -195,9 +196,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(state["epoch"])
         loader.set_epoch(state["epoch"])  # the shuffle order of this epoch
-        skip = state.get("batch", 0)      # > 0 only in the epoch a resumed run continues
+        skip = state["batch"]             # > 0 only in the epoch a resumed run continues
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
-            state["batch"] = state.get("batch", 0) + 1
+            state["batch"] += 1
             with accelerator.accumulate(model):
                 loss = task.train_step(model, batch, optimizer, accelerator, params, cfg.grad_clip)
                 scheduler.step()
