@@ -331,10 +331,10 @@ def real_cloud_mask(cloudy: np.ndarray, label: np.ndarray, threshold: float = 0.
 def made_dates(item: dict, bank: "cloudbank.CloudBank", n: int, seed: int = 0, p_bank: float = 1.0) -> np.ndarray:
     """(n,C,H,W) display dates made from the clear target of a real pair ``item`` (linear units recovered
     with :func:`io.untone`): real cloud layers of ``bank`` (else procedural clouds, 1 - ``p_bank`` of the
-    dates) and, with several dates, date-to-date ground change. One made date has the target as its exact
-    reference: its cloud-free pixels are the target's."""
+    dates) and, with several dates, date-to-date ground change. With ``n`` = 1 there is no ground change, so
+    the target is the made date's exact reference: its cloud-free pixels are the target's."""
     rng = np.random.default_rng(seed)
-    clear_lin = (io.untone(item["target"]) * 1.0).astype(np.float32)
+    clear_lin = io.untone(item["target"]).astype(np.float32)
     made, _ = synth.multi_temporal(clear_lin, n, rng, synth.CloudConfig(), bank=bank, p_bank=p_bank,
                                    to_display=io.tone)
     return made.astype(np.float32)
