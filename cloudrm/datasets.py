@@ -241,6 +241,9 @@ class TrainMixture(Dataset):
             for name, dates_, clear in scene_folders(self.root / spec) if (self.root / spec).is_dir() else []:
                 if clear is not None and not s2_is_validation(name):
                     self.pairs.append((_load_u8(dates_[0]), _load_u8(clear)))
+        # a pair whose clear date is whiter than its cloudy one (snow) teaches no cloud removal (cloudbank)
+        self.pairs = [(c, l) for c, l in self.pairs if cloudbank.teaches_removal(c.astype(np.float32) / 255,
+                                                                                 l.astype(np.float32) / 255)]
         for spec in source.s2_clear:
             self.s2_clear += self._load_s2_clear(self.root / spec)
         self.bank = bank if bank is not None else train_bank(self.root, source.bank)

@@ -50,12 +50,17 @@ WHITE_LEVEL, WHITE_CHROMA = 0.85, 0.12
 COVER_NOTE_FROM = 0.1
 
 
+def white_mask(images: np.ndarray) -> np.ndarray:
+    """(..., H, W) True where a pixel of ``images`` (..., C, H, W) display [0, 1] is white (above). Grey images
+    (C = 1) count their one channel."""
+    rgb = np.asarray(images)[..., :3, :, :]
+    return (rgb.min(-3) >= WHITE_LEVEL) & (rgb.max(-3) - rgb.min(-3) <= WHITE_CHROMA)
+
+
 def white_fraction(dates: np.ndarray) -> float:
-    """Fraction of pixels that are white (above) on every date of ``dates`` (D, C, H, W) display [0, 1]: where no
-    date shows the ground. Grey images (C = 1) count their one channel."""
-    rgb = np.asarray(dates)[:, :3]
-    white = (rgb.min(1) >= WHITE_LEVEL) & (rgb.max(1) - rgb.min(1) <= WHITE_CHROMA)
-    return float(white.all(0).mean())
+    """Fraction of pixels that are white on every date of ``dates`` (D, C, H, W) display [0, 1]: where no date
+    shows the ground."""
+    return float(white_mask(dates).all(0).mean())
 
 
 def cover_note(fraction: float) -> str | None:

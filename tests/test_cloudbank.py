@@ -109,3 +109,41 @@ def data_root():
     if root is None:
         pytest.skip("CLOUDRM_DATA not set")
     return Path(root)
+
+
+def _write_pair(folder: Path, cloudy: np.ndarray, clear: np.ndarray) -> None:
+    folder.mkdir(parents=True)
+    io.write_image(folder / "cloudy_0.png", cloudy)
+    io.write_image(folder / "clear.png", clear)
+
+
+def test_a_pair_whose_clear_date_is_whiter_is_not_learnt_from(tmp_path):
+    """Snow on the 'clear' date is ground change, not cloud: the pair is left out of the training pairs and of
+    the bank, while a cloudy pair of the same ground is kept."""
+    ground = np.clip(_ground(5, 64), 0, 1)
+    t = np.ones((64, 64), np.float32)
+    t[8:40, 8:40] = 0.1
+    cloudy = np.clip(cloudbank.apply(ground, t, np.ones_like(t), np.array([0.97, 0.97, 0.98])), 0, 1)
+    snow = np.full_like(ground, 0.95)
+    assert cloudbank.teaches_removal(cloudy, ground)
+    assert cloudbank.whitened(ground, snow) > cloudbank.MAX_WHITENED and not cloudbank.teaches_removal(ground, snow)
+    root = tmp_path / "scenes"
+    _write_pair(root / "cumulus_p1", cloudy, ground)
+    _write_pair(root / "snow_p1", ground, snow)
+    assert not any(datasets.s2_is_validation(n) for n in ("cumulus_p1", "snow_p1"))
+    bank = cloudbank.CloudBank.from_folders([root])
+    assert [lay.name for lay in bank.layers] == ["cumulus_p1"]
+    ds = datasets.TrainMixture(tmp_path, datasets.Source(scenes=("scenes",)), crop=32, bank=bank)
+    assert len(ds.pairs) == 1 and np.abs(ds.pairs[0][1] / 255 - ground).max() < 0.01
+
+
+def test_the_snow_pairs_of_sen12ms_cr_are_the_ones_left_out(data_root):
+    pairs = data_root / "SEN12MS-CR" / "pairs"
+    if not pairs.is_dir():
+        pytest.skip("SEN12MS-CR pairs not in the data folder")
+    left_out = []
+    for d in sorted(p for p in pairs.iterdir() if p.is_dir()):
+        cloudy, clear, _ = cloudbank.read_pair(d)
+        if not cloudbank.teaches_removal(io.tone(cloudy), io.tone(clear)):
+            left_out.append(d.name)
+    assert left_out == ["ROIs1158_spring_26_p100", "ROIs1158_spring_26_p500", "ROIs1158_spring_26_p840"]
