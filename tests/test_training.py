@@ -173,6 +173,27 @@ def test_cloud_options_from_the_config(tmp_path):
         task({"p_hase": 0.3}).cloud_config()
 
 
+def test_diffcr_validation_can_sample_one_date_as_shipped(tmp_path):
+    """``task_options.val_single_date_strength`` (with the default 20 steps) validates a single date on the path
+    the method ships: the same output as ``load_method("diffcr")`` for seed 0; without it, the full schedule."""
+    import torch
+    from cloudrm import load_method
+    from cloudrm.training.config import TrainConfig
+    from cloudrm.training.tasks.diffcr import DiffCRTask
+
+    m = load_method("diffcr", "sen2")
+    date = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+
+    def validated(**opts):
+        task = DiffCRTask(TrainConfig(task="diffcr", variant="t", data_root=str(tmp_path),
+                                      task_options={"val_steps": 20, **opts}))
+        return task.predict(m.unet, torch.from_numpy(date)).numpy()
+
+    shipped = validated(val_single_date_strength=m.single_date_strength)
+    assert m.single_date_strength < 1 and np.allclose(shipped, m(date, steps=20).image, atol=1e-5)
+    assert np.abs(validated() - shipped).mean() > 1e-3
+
+
 def test_average_groups_is_the_one_validation_summary():
     """Per-group means (SSIM to 4 decimals, others to 3; unmeasured values left out) and ``psnr``: the mean of
     the groups' means, each group counting once (what picks the shipped checkpoint)."""

@@ -29,5 +29,7 @@ class DiffCRTask(Task):
     def predict(self, model, dates):
         opts = self.cfg.task_options
         gen = torch.Generator("cpu").manual_seed(0)
+        # val_single_date_strength: one date sampled as shipped (the weights' single_date_strength)
         return diffcr_sample(model, dates[None], sampler=opts.get("val_sampler", "dpmpp"),
-                             steps=opts.get("val_steps", 5), generator=gen)[0]
+                             steps=opts.get("val_steps", 5), generator=gen,
+                             single_date_strength=opts.get("val_single_date_strength", 1.0))[0]
