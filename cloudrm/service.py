@@ -36,9 +36,9 @@ GROUP_METHODS = {"RICE1": ("pixel-cr", "idf-cr"), "RICE2": ("pixel-cr", "diffcr"
 UPLOAD_METHODS = ("pixel-cr", "diffcr")
 #: The app's speed/quality presets: sampler steps per method. From the quality-vs-steps curve on the real
 #: Sentinel-2 validation regions (README "Real Sentinel-2 clouds", quality against steps; notebook 04, section 5):
-#: diffcr's one step scores best on single real dates and has the lowest NIQE, its 50 steps best on 3-date
-#: stacks; idf-cr's PSNR is flat from 5 to 50 steps and 10 steps cost a fifth. "default" is each method's own
-#: default (the contract's).
+#: diffcr's one step has the lowest NIQE on single real dates (its PSNR is flat there) and 4-10 steps score best
+#: on 3-date stacks, 50 steps no higher than 20 anywhere (the slow end of the range); idf-cr's PSNR is flat from
+#: 5 to 50 steps and 10 steps cost a fifth. "default" is each method's own default (the contract's).
 QUALITY_PRESETS: dict[str, dict[str, int]] = {
     "fast": {"diffcr": 1, "idf-cr": 10},
     "default": {m: method_class(m).default_steps for m in ("diffcr", "idf-cr")},
