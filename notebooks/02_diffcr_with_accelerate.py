@@ -33,7 +33,7 @@
 # The model trained here is small and trained for minutes; sections 7–8 use the shipped weights
 # (`cloudrm/bundled_weights/diffcr/sen2`) when they are present.
 #
-# **Run time:** full run: 4.5 min wall-clock, 8.5 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 3.9 min wall-clock, 7.5 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
