@@ -6,6 +6,9 @@ SEN12MS-CR is CC-BY 4.0; the samples are a handful of 256 px patches from the pr
 (never trained on), with ATTRIBUTION.md beside them. One-date samples are the real files as published; a
 three-date sample is the real cloudy date plus two dates made from the clear date with real cloud layers of
 the *training* regions (cloudrm.cloudbank) and date-to-date ground change -- its notes say so.
+
+The committed three-date samples were made with the bank of 36 layers, before the snow pairs were left out of it
+(cloudbank.teaches_removal): a run now draws its made dates from the 33 layers, so they differ.
 """
 from __future__ import annotations
 
