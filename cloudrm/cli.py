@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-root", default=None)
     tr.add_argument("--mixed-precision", default=None, choices=["no", "bf16", "fp16"],
                     help="autocast: bf16 on CPUs with AMX/AVX512-BF16 (2-3x faster here), fp16 needs a GPU")
+
+    av = sub.add_parser("average", help="average one part of several trained weights folders (a model soup)")
+    av.add_argument("folders", nargs="+", help="weights folders trained from one ancestor (2 or more)")
+    av.add_argument("-o", "--output", required=True, help="the weights folder to write (may be the first source)")
+    av.add_argument("--part", default="pixel_cr", help="the subfolder to average (default: pixel_cr)")
+    av.add_argument("--shares", type=float, nargs="+", default=None,
+                    help="one share per folder, normalised to sum to 1 (default: equal)")
     return ap
 
 

@@ -165,3 +165,15 @@ def bench(args: argparse.Namespace) -> int:
 
     return run_bench(args)
 
+
+
+def average(args: argparse.Namespace) -> int:
+    from .training.average import average_folders
+
+    command = "python -m cloudrm average " + " ".join(
+        [*args.folders, "--part", args.part, *(["--shares", *map(str, args.shares)] if args.shares else []),
+         "-o", args.output])
+    meta = average_folders([Path(f) for f in args.folders], args.shares, args.part, Path(args.output), command)
+    shares = ", ".join(f"{s['folder']} {s['share']:.2f}" for s in meta["averaged_from"])
+    print(f"wrote {Path(args.output) / args.part} ({shares})")
+    return 0

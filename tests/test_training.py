@@ -266,3 +266,66 @@ def test_a_resumed_run_is_the_same_run(tmp_path):
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in two] == [s for s, _ in one] == list(range(1, 11))
     assert [v for _, v in two] == pytest.approx([v for _, v in one], rel=1e-6)
+
+
+def _pixel_cr_folder(folder, seed, **arch):
+    """A tiny trained-looking Pixel-CR weights folder (random weights, as ``task.export`` lays it out)."""
+    import torch
+
+    from cloudrm.models.pixel_cr import PixelCR
+
+    torch.manual_seed(seed)
+    PixelCR(dim=16, stem_dims=(8,), depths=(2,), heads=2, **arch).save_pretrained(str(folder / "pixel_cr"))
+    meta = {"method": "idf-cr", "variant": "sen2", "bands": ["B04", "B03", "B02"], "eval": [{"psnr": 99.0}],
+            "components": {"pixel_cr": {"trained_steps": 100 * (seed + 1), "train_minutes": 1.0,
+                                        "training_data": {"p_real": seed}}}}
+    (folder / "cloudrm.json").write_text(json.dumps(meta))
+
+
+def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
+    """`cloudrm average A B --shares 3 1`: the part is 0.75 A + 0.25 B, tensor by tensor; the folder loads and runs
+    as pixel-cr; cloudrm.json names both sources with their own provenance and drops the sources' scores."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cloudrm import load_method
+    from cloudrm.training.average import WEIGHTS_FILE
+
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "soup"
+    _pixel_cr_folder(a, 0)
+    _pixel_cr_folder(b, 1)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "cloudrm", "average", str(a), str(b), "--shares", "3", "1",
+                        "-o", str(out)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    wa, wb, wo = (load_file(str(f / "pixel_cr" / WEIGHTS_FILE)) for f in (a, b, out))
+    assert wo.keys() == wa.keys()
+    for k in wa:
+        assert torch.allclose(wo[k], 0.75 * wa[k] + 0.25 * wb[k], atol=1e-6), k
+    assert any(not torch.equal(wo[k], wa[k]) for k in wa)
+    meta = json.loads((out / "cloudrm.json").read_text())
+    assert "eval" not in meta
+    part = meta["components"]["pixel_cr"]
+    assert [s["share"] for s in part["averaged_from"]] == [0.75, 0.25]
+    assert [s["training_data"]["p_real"] for s in part["averaged_from"]] == [0, 1]
+    assert part["trained_steps"] == 200 and "average" in part["produced_by"]
+    x = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    y = load_method("pixel-cr", str(out))([x]).image
+    assert y.shape == (3, 32, 32) and np.isfinite(y).all()
+
+
+def test_average_refuses_what_cannot_be_averaged(tmp_path):
+    """Other architectures, a missing part, bad shares: exit 2 and one `error:` line; nothing is written."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _pixel_cr_folder(a, 0)
+    _pixel_cr_folder(b, 1)
+    _pixel_cr_folder(c, 2, window=4)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    for args, says in (([a, c], "another architecture"), ([a, tmp_path / "none"], "no pixel_cr weights"),
+                       ([a, b, "--shares", "1", "-1"], "positive"), ([a, b, "--shares", "1"], "one share per"),
+                       ([a], "at least two")):
+        r = subprocess.run([sys.executable, "-m", "cloudrm", "average", *map(str, args), "-o", str(tmp_path / "o")],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+        assert not (tmp_path / "o").exists()
