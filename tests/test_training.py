@@ -175,7 +175,8 @@ def test_cloud_options_from_the_config(tmp_path):
 
 def test_diffcr_validation_can_sample_one_date_as_shipped(tmp_path):
     """``task_options.val_single_date_strength`` (with the default 20 steps) validates a single date on the path
-    the method ships: the same output as ``load_method("diffcr")`` for seed 0; without it, the full schedule."""
+    the method ships: the same output as ``load_method("diffcr")`` for seed 0; without it, the full schedule. The
+    exported weights carry that strength."""
     import torch
     from cloudrm import load_method
     from cloudrm.training.config import TrainConfig
@@ -192,6 +193,12 @@ def test_diffcr_validation_can_sample_one_date_as_shipped(tmp_path):
     shipped = validated(val_single_date_strength=m.single_date_strength)
     assert m.single_date_strength < 1 and np.allclose(shipped, m(date, steps=20).image, atol=1e-5)
     assert np.abs(validated() - shipped).mean() > 1e-3
+    # and the exported weights sample one date as they were validated
+    task = DiffCRTask(TrainConfig(task="diffcr", variant="t", data_root=str(tmp_path),
+                                  task_options={"val_single_date_strength": 0.4}))
+    task.export(m.unet, tmp_path / "exp", {"trained_steps": 1, "train_minutes": 0.1, "batch_size": 1,
+                                           "validation": {}})
+    assert load_method("diffcr", str(tmp_path / "exp")).single_date_strength == 0.4
 
 
 def test_average_groups_is_the_one_validation_summary():
@@ -277,7 +284,7 @@ def _pixel_cr_folder(folder, seed, **arch):
     torch.manual_seed(seed)
     PixelCR(dim=16, stem_dims=(8,), depths=(2,), heads=2, **arch).save_pretrained(str(folder / "pixel_cr"))
     meta = {"method": "idf-cr", "variant": "sen2", "bands": ["B04", "B03", "B02"], "eval": [{"psnr": 99.0}],
-            "components": {"pixel_cr": {"trained_steps": 100 * (seed + 1), "train_minutes": 1.0,
+            "components": {"pixel_cr": {"trained_steps": 100 * (seed + 1), "train_minutes": 1.0 + seed,
                                         "training_data": {"p_real": seed}}}}
     (folder / "cloudrm.json").write_text(json.dumps(meta))
 
@@ -308,7 +315,7 @@ def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
     part = meta["components"]["pixel_cr"]
     assert [s["share"] for s in part["averaged_from"]] == [0.75, 0.25]
     assert [s["training_data"]["p_real"] for s in part["averaged_from"]] == [0, 1]
-    assert part["trained_steps"] == 200 and "average" in part["produced_by"]
+    assert part["trained_steps"] == 200 and part["train_minutes"] == 2.0 and "average" in part["produced_by"]
     x = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
     y = load_method("pixel-cr", str(out))([x]).image
     assert y.shape == (3, 32, 32) and np.isfinite(y).all()

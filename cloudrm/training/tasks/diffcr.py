@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ... import sampling
+from pathlib import Path
+from typing import Any
+
+from ... import sampling, weights
 from ...pipelines.diffcr import diffcr_sample, train_alphas_cumprod
 from ...models.diffcr_unet import DiffCRUNet
 from .base import Task
@@ -33,3 +36,11 @@ class DiffCRTask(Task):
         return diffcr_sample(model, dates[None], sampler=opts.get("val_sampler", "dpmpp"),
                              steps=opts.get("val_steps", 5), generator=gen,
                              single_date_strength=opts.get("val_single_date_strength", 1.0))[0]
+
+    def export(self, model, folder: Path, meta: dict[str, Any]) -> None:
+        super().export(model, folder, meta)
+        strength = self.cfg.task_options.get("val_single_date_strength")
+        if strength is not None:  # the weights sample one date as they were validated
+            info = weights.read_meta(folder)
+            info["single_date_strength"] = strength
+            weights.write_meta(folder, info)
