@@ -90,9 +90,10 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
     comps[part] = {
         "averaged_from": sources,
         "model": sources[0].get("model"),
-        # what a later fine-tune starting here counts from: the longest source's steps, all sources' time
+        # what a later fine-tune starting here counts from: the longest source (each source's own steps and time
+        # are above; sources may share most of their history, e.g. two checkpoints of one run)
         "trained_steps": max(int(s.get("trained_steps", 0)) for s in sources),
-        "train_minutes": round(sum(float(s.get("train_minutes", 0.0)) for s in sources), 1),
+        "train_minutes": max(float(s.get("train_minutes", 0.0)) for s in sources),
         "produced_by": command,
     }
     info["components"] = comps
@@ -107,6 +108,9 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
     try:
         (tmp / "config.json").write_text(json.dumps(config0, indent=2))
         save_file(mean, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        for f in tmp.iterdir():  # mkdtemp is private (0700); a weights folder is readable like save_pretrained's
+            f.chmod(0o644)
+        tmp.chmod(0o755)
         shutil.rmtree(out / part, ignore_errors=True)
         tmp.rename(out / part)
     finally:
