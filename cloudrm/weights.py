@@ -236,8 +236,11 @@ def summary_table() -> str:
                     continue
                 val = c.get("validation")
                 val_txt = _fmt_value({k: v for k, v in val.items() if k != "val_seconds"}) if isinstance(val, dict) else "-"
-                data = c.get("training_data")
-                data_txt = _fmt_data(data)
+                data_txt = _fmt_data(c.get("training_data"))
+                if isinstance(c.get("averaged_from"), list):  # a soup (``cloudrm average``): each source's data
+                    data_txt = "mean of " + "; ".join(
+                        f"{float(src.get('share', 0)):.0%} {_fmt_data(src.get('training_data'))}"
+                        for src in c["averaged_from"] if isinstance(src, dict))
                 train = []
                 if c.get("trained_steps") is not None:
                     train.append(f"{c['trained_steps']} steps")

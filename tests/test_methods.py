@@ -132,12 +132,16 @@ def test_weights_summary_table_reads_every_bundled_folder(tmp_path, monkeypatch)
         "trained_steps": 1500, "train_minutes": 42.5, "validation": {"psnr": 31.25, "val_seconds": 9.0},
         "training_data": {"clear": ["AID"], "crop": 128}}}})
     weights.write_meta(root / "idfcr" / "rice1", {"method": "idf-cr", "components": {"vae": {"folder": "../rice2"}}})
+    weights.write_meta(root / "idfcr" / "sen2", {"method": "idf-cr", "components": {"pixel_cr": {
+        "trained_steps": 900, "averaged_from": [{"share": 0.6, "training_data": {"scenes": ["S2"], "crop": 128}},
+                                                {"share": 0.4, "training_data": {"clear": ["AID"]}}]}}})
     (root / "diffcr" / "sen2").mkdir(parents=True)
     (root / "diffcr" / "sen2" / "cloudrm.json").write_text("{not json")
     table = weights.summary_table()
     assert "| idfcr/rice2 (idf-cr) | vae | AID (128 px crops) | 1500 steps, 42.5 min |" in table
     assert "psnr 31.25" in table and "val_seconds" not in table
     assert "shared: ../rice2/vae" in table
+    assert "| idfcr/sen2 (idf-cr) | pixel_cr | mean of 60% S2 (128 px crops); 40% AID | 900 steps |" in table
     assert "diffcr/sen2" in table and "not valid JSON" in table
 
 

@@ -106,7 +106,7 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
                 shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=out))
     try:
-        (tmp / "config.json").write_text(json.dumps(config0, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config0, indent=2) + "\n")
         save_file(mean, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         for f in tmp.iterdir():  # mkdtemp is private (0700); a weights folder is readable like save_pretrained's
             f.chmod(0o644)
