@@ -234,10 +234,14 @@ class CloudBank:
         return (np.ascontiguousarray(t), np.ascontiguousarray(np.clip(s, 0.05, 1.0)), a.astype(np.float32),
                 p.astype(np.float32))
 
-    def composite(self, clear_linear: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A real cloud layer over a linear (C,H,W) background: (cloudy linear, degradation mask (H,W))."""
+    def composite(self, clear_linear: np.ndarray, rng: np.random.Generator,
+                  shadow_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A real cloud layer over a linear (C,H,W) background: (cloudy linear, degradation mask (H,W)).
+        ``shadow_only``: the layer's shadow without its cloud (the cloud beyond the frame)."""
         c, h, w = clear_linear.shape
         t, s, a, p = self.sample(rng, h, w)
+        if shadow_only:
+            t = np.ones_like(t)
         if c > a.shape[0]:
             a = np.concatenate([a, np.full(c - a.shape[0], a.mean(), np.float32)])
         out = apply(clear_linear, t, s, a, p)

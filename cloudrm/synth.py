@@ -40,6 +40,7 @@ class CloudConfig:
     date_gain: float = 0.06           # +- relative change of the clear ground between dates
     p_all_dates: float = 0.0          # a stack has clouds over >= 15 % of every date (real cloudy series)
     p_clear: float = 0.0              # a stack has no cloud at all: what to leave as it is
+    p_shadow_only: float = 0.0        # a date's shadow falls in the frame, its cloud outside (a tile's edge)
 
     @classmethod
     def from_options(cls, options: dict | None) -> "CloudConfig":
@@ -101,9 +102,10 @@ def shadow_path(rng: np.random.Generator, c: int) -> np.ndarray:
 
 
 def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = CloudConfig(),
-               coverage: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+               coverage: float | None = None, shadow_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Cloud one (C,H,W) image in [0,1]. Returns (cloudy, mask) with mask (H,W) in [0,1]: how much each pixel
-    is degraded (cloud opacity, haze density or shadow darkening, whichever is largest)."""
+    is degraded (cloud opacity, haze density or shadow darkening, whichever is largest). ``shadow_only``: the
+    thick clouds stay outside the frame and only their shadow (always cast) falls in it."""
     c, h, w = clear.shape
     out = clear.astype(np.float32).copy()
     mask = np.zeros((h, w), np.float32)
@@ -113,19 +115,23 @@ def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = C
         air = air[:c] if c <= 3 else np.concatenate([air, np.full(c - 3, air.mean())])
         out = out * t + air[:, None, None].astype(np.float32) * (1 - t)
         mask = np.maximum(mask, 1 - t)
-    if rng.random() < cfg.p_thick:
+    if shadow_only or rng.random() < cfg.p_thick:
         cov = coverage if coverage is not None else rng.uniform(*cfg.coverage)
         a = thick_cloud_alpha(rng, h, w, cov)
-        if rng.random() < cfg.p_shadow:
+        if shadow_only or rng.random() < cfg.p_shadow:
             dy, dx = rng.uniform(-1, 1, size=2) * cfg.max_shadow_offset * np.array([h, w])
             sh = nd_shift(a, (dy, dx), order=1, mode="constant", cval=0.0)
             sh = gaussian_filter(sh, sigma=rng.uniform(1.0, 4.0))
             dark = rng.uniform(*cfg.shadow_darkness)
+            if shadow_only:  # the cloud that casts it is beyond the frame: nothing hides the shadow
+                a = np.zeros_like(a)
             shade = 1 - dark * sh * (1 - a)                       # no shadow under the cloud itself
             # a shadow keeps the path radiance and blue sky light: bluish, not grey (cloudbank's P)
             path = shadow_path(rng, c)
             out = out * shade[None] + path[:, None, None] * (1 - shade)[None]
             mask = np.maximum(mask, dark * sh * (1 - a))
+        if shadow_only:
+            return np.clip(out, 0, 1).astype(np.float32), np.clip(mask, 0, 1)
         # cloud body: near-white, slightly blue-grey shaded, brighter towards the core
         shading = np.clip(0.88 + 0.08 * fractal_noise(rng, h, w, beta=3.0) + 0.22 * a, 0.65, 1.15)
         body = np.stack([shading * k for k in (0.97, 0.99, 1.02)] + [shading] * max(c - 3, 0))[:c]
@@ -181,11 +187,13 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
     dates, masks = [], []
     for i in range(n_dates):
         ground = date_change(clear, rng, cfg.date_gain) if n_dates > 1 else clear
+        # drawn only when enabled, as above
+        shadow_only = cfg.p_shadow_only > 0 and rng.random() < cfg.p_shadow_only
         if bank is not None and len(bank) and rng.random() < p_bank:
-            lin, m = bank.composite(ground, rng)
+            lin, m = bank.composite(ground, rng, shadow_only=shadow_only)
             cloudy = to_display(lin)
         else:
-            cloudy, m = add_clouds(to_display(ground), rng, cfg)
+            cloudy, m = add_clouds(to_display(ground), rng, cfg, shadow_only=shadow_only)
         if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
             cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=rng.uniform(0.2, 0.7))
         elif all_cloudy and m.mean() < 0.15:  # more clouds over this date's (light) layer
