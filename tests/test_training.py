@@ -285,7 +285,8 @@ def _pixel_cr_folder(folder, seed, **arch):
     PixelCR(dim=16, stem_dims=(8,), depths=(2,), heads=2, **arch).save_pretrained(str(folder / "pixel_cr"))
     meta = {"method": "idf-cr", "variant": "sen2", "bands": ["B04", "B03", "B02"], "eval": [{"psnr": 99.0}],
             "components": {"pixel_cr": {"trained_steps": 100 * (seed + 1), "train_minutes": 1.0 + seed,
-                                        "training_data": {"p_real": seed}}}}
+                                        "training_data": {"p_real": seed}, "hardware": "CPU (2 cores)",
+                                        "batch_size": 8 + seed}}}
     (folder / "cloudrm.json").write_text(json.dumps(meta))
 
 
@@ -316,6 +317,7 @@ def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
     assert [s["share"] for s in part["averaged_from"]] == [0.75, 0.25]
     assert [s["training_data"]["p_real"] for s in part["averaged_from"]] == [0, 1]
     assert part["trained_steps"] == 200 and part["train_minutes"] == 2.0 and "average" in part["produced_by"]
+    assert part["hardware"] == "CPU (2 cores)" and "batch_size" not in part  # shared by all sources / not
     x = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
     y = load_method("pixel-cr", str(out))([x]).image
     assert y.shape == (3, 32, 32) and np.isfinite(y).all()

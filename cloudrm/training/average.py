@@ -96,6 +96,10 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
         "train_minutes": max(float(s.get("train_minutes", 0.0)) for s in sources),
         "produced_by": command,
     }
+    for key in ("hardware", "batch_size", "mixed_precision"):  # settings every source shares hold for the mean
+        seen = {json.dumps(s.get(key)) for s in sources}
+        if len(seen) == 1 and sources[0].get(key) is not None:
+            comps[part][key] = sources[0][key]
     info["components"] = comps
 
     # write beside ``out`` first, then swap in: a failure leaves ``out`` as it was
