@@ -157,8 +157,14 @@ def load_component(cls, folder: Path, name: str, meta: dict[str, Any]):
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``cloudrm.json``; paths in the user's home are written from ``~/`` (a committed file names no
+    home directory nor user)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cloudrm.json").write_text(json.dumps(meta, indent=2, default=str))
+    text = json.dumps(meta, indent=2, default=str)
+    home = str(Path.home()).rstrip("/")
+    if home:
+        text = text.replace(json.dumps(home + "/")[1:-1], "~/")
+    (folder / "cloudrm.json").write_text(text)
 
 
 def variants_present(method: str) -> list[str]:

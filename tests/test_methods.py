@@ -157,3 +157,13 @@ def test_weights_spec_for_a_variant_choice(monkeypatch):
     assert weights.spec_for("median", "rice1") is None
     monkeypatch.setattr(weights, "variants_present", lambda m: ["rice1"])
     assert weights.spec_for("pixel-cr", None) == "rice1"             # default missing: what is there
+
+
+def test_bundled_provenance_names_no_home_directory():
+    """Committed cloudrm.json files say ``~/`` for paths in the trainer's home (write_meta's rule)."""
+    import re
+
+    files = sorted(weights.BUNDLED.rglob("cloudrm.json"))
+    assert files
+    for f in files:
+        assert not re.search(r'"(/root|/home/[^/"]+|/Users/[^/"]+)/', f.read_text()), f

@@ -302,7 +302,7 @@ def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "soup"
     _pixel_cr_folder(a, 0)
     _pixel_cr_folder(b, 1)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HOME=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "cloudrm", "average", str(a), str(b), "--shares", "3", "1",
                         "-o", str(out)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -318,6 +318,9 @@ def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
     assert [s["training_data"]["p_real"] for s in part["averaged_from"]] == [0, 1]
     assert part["trained_steps"] == 200 and part["train_minutes"] == 2.0 and "average" in part["produced_by"]
     assert part["hardware"] == "CPU (2 cores)" and "batch_size" not in part  # shared by all sources / not
+    # provenance names no home directory: the sources lie in $HOME here
+    assert [s["folder"] for s in part["averaged_from"]] == ["~/a", "~/b"]
+    assert str(tmp_path) not in (out / "cloudrm.json").read_text() and "~/soup" in part["produced_by"]
     x = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
     y = load_method("pixel-cr", str(out))([x]).image
     assert y.shape == (3, 32, 32) and np.isfinite(y).all()

@@ -34,15 +34,6 @@ def _read_part(folder: Path, part: str) -> tuple[dict[str, Any], dict[str, torch
         raise ConfigError(f"{path}: cannot read its weights ({one_line(exc)[:200]})") from None
 
 
-def _shown(folder: Path) -> str:
-    """The folder as provenance shows it: no home directory (nor user name) in a committed file."""
-    home = Path.home()
-    try:
-        return "~/" + str(folder.resolve().relative_to(home.resolve()))
-    except ValueError:
-        return str(folder)
-
-
 def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, part: str, out: Path,
                     command: str = "python -m cloudrm average ...") -> dict[str, Any]:
     """Write ``out`` (a weights folder) whose ``part`` is ``sum(share_i * part_i)`` over ``folders``.
@@ -86,7 +77,7 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
     sources = []
     for f, s, meta in zip(folders, shares, metas):
         src = dict((meta.get("components") or {}).get(part) or {})
-        sources.append({"folder": _shown(f), "share": round(s, 6), **src})
+        sources.append({"folder": str(f), "share": round(s, 6), **src})
     comps[part] = {
         "averaged_from": sources,
         "model": sources[0].get("model"),
