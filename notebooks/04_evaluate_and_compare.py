@@ -30,7 +30,7 @@
 # figures are scored alongside (they are JPEG-derived crops: fine for comparison, not for absolute numbers).
 # Section 5 measures quality against the number of sampling steps on the real Sentinel-2 sets.
 #
-# **Run time:** full run: 22.3 min wall-clock, 28.3 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
+# **Run time:** full run: 7.8 min wall-clock, 14.9 min of CPU time (kernel plus child processes) on a machine with 2 CPU cores (no GPU; torch threads: 2), measured by the last cell of the run whose outputs are stored here.
 #
 # **How to run.** From a checkout: `pip install -r requirements.txt`, then open this notebook in Jupyter (its folder
 # is the working directory). Data comes from `CLOUDRM_DATA` (default: `../../shared/data` relative to this notebook,
