@@ -80,6 +80,11 @@ class CloudLayer:
         """Fraction of pixels the layer degrades noticeably (t < 0.9 or s < 0.9)."""
         return float(((self.transmission < 0.9) | (self.shade < 0.9)).mean())
 
+    @property
+    def shadow_cover(self) -> float:
+        """Fraction of pixels in shadow (s < 0.9)."""
+        return float((self.shade < 0.9).mean())
+
 
 def linear(raster: io.Raster) -> np.ndarray:
     """A raster's linear display values (reflectance x gain; pictures as they are), RGB, float32."""
@@ -209,9 +214,12 @@ class CloudBank:
                     layers.append(estimate(linear(cloudy), linear(clear), mask, name=d.name))
         return cls(layers)
 
-    def sample(self, rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, ...]:
-        """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight, shadow path)."""
-        lay = self.layers[int(rng.integers(len(self.layers)))]
+    def sample(self, rng: np.random.Generator, h: int, w: int, shadowed: bool = False) -> tuple[np.ndarray, ...]:
+        """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight, shadow path).
+        ``shadowed``: only from layers with a shadow (over >= 2 % of their pixels), where there are any."""
+        pool = [lay for lay in self.layers if lay.shadow_cover >= 0.02] if shadowed else []
+        pool = pool or self.layers
+        lay = pool[int(rng.integers(len(pool)))]
         t, s = lay.transmission.astype(np.float32), lay.shade.astype(np.float32)
         lh, lw = t.shape
         if lh < h or lw < w:  # a larger background: tile by reflection
@@ -239,7 +247,7 @@ class CloudBank:
         """A real cloud layer over a linear (C,H,W) background: (cloudy linear, degradation mask (H,W)).
         ``shadow_only``: the layer's shadow without its cloud (the cloud beyond the frame)."""
         c, h, w = clear_linear.shape
-        t, s, a, p = self.sample(rng, h, w)
+        t, s, a, p = self.sample(rng, h, w, shadowed=shadow_only)
         if shadow_only:
             t = np.ones_like(t)
         if c > a.shape[0]:

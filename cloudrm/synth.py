@@ -41,6 +41,9 @@ class CloudConfig:
     p_all_dates: float = 0.0          # a stack has clouds over >= 15 % of every date (real cloudy series)
     p_clear: float = 0.0              # a stack has no cloud at all: what to leave as it is
     p_shadow_only: float = 0.0        # a date's shadow falls in the frame, its cloud outside (a tile's edge)
+    # such a shadow must leave ground in the frame to compare with: one over nearly all of it is only darker
+    # ground, which teaches nothing (a model cannot tell it from a darker field, so it learns to leave it)
+    shadow_only_coverage: tuple[float, float] = (0.1, 0.4)
 
     @classmethod
     def from_options(cls, options: dict | None) -> "CloudConfig":
@@ -109,14 +112,15 @@ def add_clouds(clear: np.ndarray, rng: np.random.Generator, cfg: CloudConfig = C
     c, h, w = clear.shape
     out = clear.astype(np.float32).copy()
     mask = np.zeros((h, w), np.float32)
-    if rng.random() < cfg.p_haze:
+    if not shadow_only and rng.random() < cfg.p_haze:  # a shadow-only date is the shadow alone
         t = haze_transmission(rng, h, w, rng.uniform(*cfg.haze_strength))
         air = np.clip(rng.uniform(0.78, 0.95) + rng.normal(0, 0.02, size=3) + np.array([-0.02, 0.0, 0.03]), 0, 1)
         air = air[:c] if c <= 3 else np.concatenate([air, np.full(c - 3, air.mean())])
         out = out * t + air[:, None, None].astype(np.float32) * (1 - t)
         mask = np.maximum(mask, 1 - t)
     if shadow_only or rng.random() < cfg.p_thick:
-        cov = coverage if coverage is not None else rng.uniform(*cfg.coverage)
+        cov = coverage if coverage is not None else rng.uniform(
+            *(cfg.shadow_only_coverage if shadow_only else cfg.coverage))
         a = thick_cloud_alpha(rng, h, w, cov)
         if shadow_only or rng.random() < cfg.p_shadow:
             dy, dx = rng.uniform(-1, 1, size=2) * cfg.max_shadow_offset * np.array([h, w])
@@ -194,7 +198,9 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
             cloudy = to_display(lin)
         else:
             cloudy, m = add_clouds(to_display(ground), rng, cfg, shadow_only=shadow_only)
-        if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
+        if i == 0 and m.max() < 0.05 and shadow_only:  # a real layer's crop without shadow: a procedural one
+            cloudy, m = add_clouds(to_display(ground), rng, cfg, shadow_only=True)
+        elif i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
             cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=rng.uniform(0.2, 0.7))
         elif all_cloudy and m.mean() < 0.15:  # more clouds over this date's (light) layer
             cloudy, m2 = add_clouds(cloudy, rng, cfg, coverage=rng.uniform(0.2, 0.7))

@@ -105,17 +105,22 @@ def test_shadow_only_option():
     from cloudrm.cloudbank import CloudBank, CloudLayer
 
     clear = np.full((3, 64, 64), 0.5, np.float32)
-    cfg = synth.CloudConfig(p_haze=0.0, p_shadow_only=1.0, shadow_darkness=(0.8, 0.8))
-    for seed in range(4):
+    cfg = synth.CloudConfig(p_shadow_only=1.0, shadow_darkness=(0.8, 0.8))   # haze on, as by default
+    for seed in range(8):
         one, m = synth.multi_temporal(clear, 1, np.random.default_rng(seed), cfg)
-        assert one.max() <= 0.5 + 1e-6 and one.min() < 0.35 and m.max() > 0.3   # darker only: a shadow
+        assert one.max() <= 0.5 + 1e-6 and one.min() < 0.35 and m.max() > 0.3   # darker only: a shadow alone
+        assert (m > 0.1).mean() < 0.6                # with ground beside it to compare with
     shade = np.ones((64, 64), np.float32)
     shade[20:40, 20:40] = 0.3
     layer = CloudLayer(name="x", transmission=np.full((64, 64), 0.2, np.float32), shade=shade,
                        airlight=np.full(3, 1.1, np.float32))
+    no_shadow = CloudLayer(name="y", transmission=np.full((64, 64), 0.2, np.float32), shade=np.ones((64, 64)),
+                           airlight=np.full(3, 1.1, np.float32))
+    bank = CloudBank([no_shadow, layer])
+    for seed in range(4):  # shadow-only draws take the layer that has a shadow
+        lin, mb = bank.composite(clear, np.random.default_rng(seed), shadow_only=True)
+        assert lin.max() <= 0.5 + 1e-6 and lin.min() < 0.35 and mb.max() > 0.3
     bank = CloudBank([layer])
-    lin, mb = bank.composite(clear, np.random.default_rng(0), shadow_only=True)
-    assert lin.max() <= 0.5 + 1e-6 and lin.min() < 0.35 and mb.max() > 0.3
     assert bank.composite(clear, np.random.default_rng(0))[0].max() > 0.8        # with its cloud: bright
     d0 = synth.multi_temporal(clear, 3, np.random.default_rng(4))[0]
     np.testing.assert_array_equal(d0, synth.multi_temporal(clear, 3, np.random.default_rng(4),
