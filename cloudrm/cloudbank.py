@@ -190,6 +190,8 @@ class CloudBank:
 
     def __init__(self, layers: Sequence[CloudLayer]):
         self.layers = [lay for lay in layers if lay.cover > 0.01]
+        # what shadow-only draws take: layers with a shadow over >= 2 % of their pixels (all layers if none has)
+        self.shadowed = [lay for lay in self.layers if lay.shadow_cover >= 0.02] or self.layers
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -216,9 +218,8 @@ class CloudBank:
 
     def sample(self, rng: np.random.Generator, h: int, w: int, shadowed: bool = False) -> tuple[np.ndarray, ...]:
         """A random layer, cropped/turned to (h, w) and thinned or thickened: (t, s, airlight, shadow path).
-        ``shadowed``: only from layers with a shadow (over >= 2 % of their pixels), where there are any."""
-        pool = [lay for lay in self.layers if lay.shadow_cover >= 0.02] if shadowed else []
-        pool = pool or self.layers
+        ``shadowed``: only from :attr:`shadowed` layers."""
+        pool = self.shadowed if shadowed else self.layers
         lay = pool[int(rng.integers(len(pool)))]
         t, s = lay.transmission.astype(np.float32), lay.shade.astype(np.float32)
         lh, lw = t.shape

@@ -198,10 +198,9 @@ def multi_temporal(clear: np.ndarray, n_dates: int, rng: np.random.Generator,
             cloudy = to_display(lin)
         else:
             cloudy, m = add_clouds(to_display(ground), rng, cfg, shadow_only=shadow_only)
-        if i == 0 and m.max() < 0.05 and shadow_only:  # a real layer's crop without shadow: a procedural one
-            cloudy, m = add_clouds(to_display(ground), rng, cfg, shadow_only=True)
-        elif i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free
-            cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=rng.uniform(0.2, 0.7))
+        if i == 0 and m.max() < 0.05:  # make sure the stack is not cloud-free (a shadow-only one: not shadow-free)
+            cover = None if shadow_only else rng.uniform(0.2, 0.7)
+            cloudy, m = add_clouds(to_display(ground), rng, cfg, coverage=cover, shadow_only=shadow_only)
         elif all_cloudy and m.mean() < 0.15:  # more clouds over this date's (light) layer
             cloudy, m2 = add_clouds(cloudy, rng, cfg, coverage=rng.uniform(0.2, 0.7))
             m = np.maximum(m, m2)
