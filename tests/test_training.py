@@ -302,6 +302,9 @@ def test_average_writes_the_weighted_mean_of_one_part(tmp_path):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "soup"
     _pixel_cr_folder(a, 0)
     _pixel_cr_folder(b, 1)
+    # a folder saved from a loaded model carries diffusers' `_name_or_path`: bookkeeping, not architecture
+    cfg_b = b / "pixel_cr" / "config.json"
+    cfg_b.write_text(json.dumps({**json.loads(cfg_b.read_text()), "_name_or_path": "elsewhere/pixel_cr"}))
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HOME=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "cloudrm", "average", str(a), str(b), "--shares", "3", "1",
                         "-o", str(out)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)

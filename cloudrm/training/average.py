@@ -22,6 +22,8 @@ from .. import weights
 from ..errors import ConfigError, one_line
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pretrained writes
+# config.json keys diffusers writes about where and by which version a model was saved, not what it is
+BOOKKEEPING = {"_diffusers_version", "_name_or_path"}
 
 
 def _read_part(folder: Path, part: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -54,8 +56,8 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
     parts = [_read_part(f, part) for f in folders]
     config0, state0 = parts[0]
     for f, (config, state) in zip(folders[1:], parts[1:]):
-        drop = {"_diffusers_version"}
-        if {k: v for k, v in config.items() if k not in drop} != {k: v for k, v in config0.items() if k not in drop}:
+        if ({k: v for k, v in config.items() if k not in BOOKKEEPING}
+                != {k: v for k, v in config0.items() if k not in BOOKKEEPING}):
             raise ConfigError(f"{f / part}: another architecture than {folders[0] / part} (config.json differs)")
         if state.keys() != state0.keys() or any(state[k].shape != state0[k].shape for k in state0):
             raise ConfigError(f"{f / part}: its tensors do not match {folders[0] / part}")
