@@ -317,7 +317,8 @@ def make_sample_handler(group: str):
         variant = samples_mod.GROUP_VARIANT.get(s.group, "default")
         methods = svc.preset_methods(s.group, available_methods())
         msg = (f"Sample **{s.name}** ({samples_mod.GROUPS.get(s.group, s.group)}, {s.source}); weights variant "
-               f"set to `{variant}`, methods to {', '.join(methods)}.")
+               f"set to `{variant}`, methods to {', '.join(methods)}."
+               + "".join(f"\n- {n}" for n in s.notes))  # e.g. which dates were made, what to expect
         return dates, ref, variant, gr.update(value=methods), msg
     return select_sample
 

@@ -88,6 +88,7 @@ def test_sample_run_slider_advanced_error_screenshot(page, tmp_path):
     thumbs.filter(has_text="3 dates").last.click()  # a three-date scene (built-in ones exist offline)
     expect(page.locator("#sample_note")).to_contain_text("weights variant set to")
     expect(page.locator("#sample_note")).to_contain_text("methods to median")  # the group's preset
+    expect(page.locator("#sample_note")).to_contain_text("dates 2 and 3 are the clear date")  # its notes
     expect(page.locator("#dates")).to_contain_text("cloudy_2")
     _visible_whole(page.locator("#dates").get_by_text("cloudy_2").first)  # the third date's row is not hidden
     expect(page.locator("#reference")).to_contain_text("reference_")
