@@ -31,6 +31,12 @@ CHOICE = [
     ("masked/4438", "Sentinel-2 cumulus, 3 dates", 3),
     ("pairs/ROIs1868_summer_102_p500", "Sentinel-2 haze, 3 dates", 3),
 ]
+#: what a visitor should know about a sample beyond where it comes from (by sample name)
+EXTRA_NOTES = {
+    "Sentinel-2 cumulus and shadow (summer)": [
+        "the large shadow's cloud lies outside the patch: from one date the models lift little of it "
+        "(README, Real Sentinel-2 clouds); with more dates DiffCR can take that ground from a clear one"],
+}
 
 
 def slug(name: str) -> str:
@@ -68,6 +74,7 @@ def main() -> int:
                 io.write_image(folder / f"cloudy_{i}.tif", d, like=like)
             notes = ["date 1 is a real cloudy Sentinel-2 date; dates 2 and 3 are the clear date with real cloud "
                      "layers (measured on other SEN12MS-CR pairs) and simulated ground change"]
+        notes += EXTRA_NOTES.get(name, [])
         dates_ = sorted(p.name for p in folder.glob("cloudy_*.tif"))
         manifest.append({"name": name, "group": "Sentinel-2", "dates": dates_, "reference": "clear.tif",
                          "folder": folder.name, "origin": f"SEN12MS-CR {src.name}", "notes": notes})

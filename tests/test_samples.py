@@ -25,6 +25,21 @@ def test_builtin_samples_are_real_sentinel2_with_attribution():
         assert np.abs(first - ref).mean() > 0.01, f"{s.name}: the cloudy date equals the reference"
 
 
+def test_manifest_is_what_make_samples_writes():
+    """The committed manifest lists make_samples' choice, in order, with the notes it gives each sample."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_samples
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    recs = json.loads((samples.ASSET_SAMPLES / "samples.json").read_text())
+    assert [r["name"] for r in recs] == [name for _, name, _ in make_samples.CHOICE]
+    for r in recs:
+        for note in make_samples.EXTRA_NOTES.get(r["name"], []):
+            assert note in r["notes"], r["name"]
+    assert set(make_samples.EXTRA_NOTES) <= {r["name"] for r in recs}
+
+
 def test_samples_json(tmp_path):
     out = tmp_path / "s.json"
     proc = subprocess.run([sys.executable, "-m", "cloudrm", "samples", "--json", str(out)], cwd=ROOT,
