@@ -318,7 +318,7 @@ def make_sample_handler(group: str):
         methods = svc.preset_methods(s.group, available_methods())
         msg = (f"Sample **{s.name}** ({samples_mod.GROUPS.get(s.group, s.group)}, {s.source}); weights variant "
                f"set to `{variant}`, methods to {', '.join(methods)}."
-               + "".join(f"\n- {n}" for n in s.notes))  # e.g. which dates were made, what to expect
+               + ("\n\n" if s.notes else "") + "\n".join(f"- {n}" for n in s.notes))  # e.g. which dates were made
         return dates, ref, variant, gr.update(value=methods), msg
     return select_sample
 
