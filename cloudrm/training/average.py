@@ -26,6 +26,11 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # what diffusers' save_pre
 BOOKKEEPING = {"_diffusers_version", "_name_or_path"}
 
 
+def _architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """What a part's config.json says about its architecture: all of it but diffusers' bookkeeping."""
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING}
+
+
 def _read_part(folder: Path, part: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     path = folder / part
     if not (path / "config.json").exists() or not (path / WEIGHTS_FILE).exists():
@@ -56,8 +61,7 @@ def average_folders(folders: Sequence[Path], shares: Sequence[float] | None, par
     parts = [_read_part(f, part) for f in folders]
     config0, state0 = parts[0]
     for f, (config, state) in zip(folders[1:], parts[1:]):
-        if ({k: v for k, v in config.items() if k not in BOOKKEEPING}
-                != {k: v for k, v in config0.items() if k not in BOOKKEEPING}):
+        if _architecture(config) != _architecture(config0):
             raise ConfigError(f"{f / part}: another architecture than {folders[0] / part} (config.json differs)")
         if state.keys() != state0.keys() or any(state[k].shape != state0[k].shape for k in state0):
             raise ConfigError(f"{f / part}: its tensors do not match {folders[0] / part}")
